@@ -1,0 +1,196 @@
+"""The provided noise-prediction network: a small multi-scale U-Net.
+
+    x [B, C, H, W], t [B] long  ->  eps_hat [B, C, H, W]
+
+Layout for the defaults dim=16, dim_mults=(1, 2, 4, 8) on 32x32 images:
+
+    level   resolution  channels   down path                   up path
+    0       32x32       16         ResBlock, skip, stride-2    upsample, concat skip, ResBlock
+    1       16x16       32         ResBlock, skip, stride-2    upsample, concat skip, ResBlock
+    2        8x8        64         ResBlock, skip, stride-2    upsample, concat skip, ResBlock
+    3        4x4       128         ResBlock, skip              concat skip, ResBlock
+    middle   4x4       128         ResBlock, attention, ResBlock, attention, ResBlock
+
+Every ResBlock is told the time step through a sinusoidal embedding. A 3x3
+convolution costs the same at every level (channels double as the area quarters),
+but its parameters grow 4x per level, so capacity sits at the coarse levels where it
+is cheap, and attention runs only at the lowest resolution (16 tokens for 32x32),
+through PyTorch's fused `scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """The Transformer's positional encoding, applied to diffusion time steps.
+
+    With half = dim // 2 and i = 0..half-1:
+
+        emb[:, i]        = sin(t / max_period ** (i / half))
+        emb[:, half + i] = cos(t / max_period ** (i / half))
+
+    Low i varies fast with t, high i slowly, so nearby steps get similar but
+    distinguishable vectors.
+
+    Args:
+        t: [B] time steps (any numeric dtype).
+        dim: the embedding size, even.
+    Returns:
+        [B, dim] float32.
+    """
+    if dim % 2:
+        raise ValueError(f"the time embedding size must be even, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class ResBlock(nn.Module):
+    """norm-SiLU-conv, FiLM by the time embedding, norm-SiLU-conv, plus a skip path.
+
+    The time embedding sets a per-channel scale and shift after the first
+    convolution: h <- h * (1 + scale) + shift.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, time_dim: int):
+        super().__init__()
+        self.norm1 = _group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.time_proj = nn.Linear(time_dim, 2 * out_channels)
+        self.norm2 = _group_norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.time_proj(time_emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return h + self.skip(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the pixels of a (small) feature map, with a residual."""
+
+    def __init__(self, channels: int, heads: int = 4):
+        super().__init__()
+        if channels % heads:
+            heads = 1
+        self.heads = heads
+        self.norm = _group_norm(channels)
+        self.to_qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        qkv = self.to_qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # each [B, heads, HW, c // heads]
+        attended = F.scaled_dot_product_attention(q, k, v)
+        attended = attended.transpose(-1, -2).reshape(b, c, h, w)
+        return x + self.out(attended)
+
+
+class Unet(nn.Module):
+    """A U-Net that predicts the noise in x_t.
+
+    Args:
+        dim: channels at the finest level; level i has dim * dim_mults[i].
+        dim_mults: one multiplier per level; each level after the first halves H and W.
+        channels: image channels in and out (3 for RGB, 1 for greyscale).
+
+    Input sizes must be divisible by 2 ** (len(dim_mults) - 1): 8 for the defaults.
+    """
+
+    def __init__(self, dim: int = 16, dim_mults: tuple[int, ...] = (1, 2, 4, 8), channels: int = 3):
+        super().__init__()
+        dim_mults = tuple(dim_mults)
+        if dim < 1 or not dim_mults or any(m < 1 for m in dim_mults):
+            raise ValueError(f"Unet needs dim >= 1 and positive dim_mults, got dim={dim}, dim_mults={dim_mults}")
+        self.dim = dim
+        self.dim_mults = dim_mults
+        self.channels = channels
+        self.size_multiple = 2 ** (len(dim_mults) - 1)
+
+        time_dim = 4 * dim
+        self.time_embed_dim = dim
+        self.time_mlp = nn.Sequential(nn.Linear(dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+
+        widths = [dim * m for m in dim_mults]
+        self.init_conv = nn.Conv2d(channels, dim, 3, padding=1)
+
+        self.down_blocks = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        in_width = dim
+        for level, width in enumerate(widths):
+            self.down_blocks.append(ResBlock(in_width, width, time_dim))
+            is_last = level == len(widths) - 1
+            self.downsamples.append(nn.Identity() if is_last else nn.Conv2d(width, width, 3, stride=2, padding=1))
+            in_width = width
+
+        bottom = widths[-1]
+        # The middle is where extra capacity is cheapest: 3 ResBlocks with attention between.
+        self.mid_blocks = nn.ModuleList([ResBlock(bottom, bottom, time_dim) for _ in range(3)])
+        self.mid_attns = nn.ModuleList([Attention(bottom) for _ in range(2)])
+
+        self.upsamples = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            width = widths[level]
+            is_last = level == len(widths) - 1
+            coarser = bottom if is_last else widths[level + 1]
+            self.upsamples.append(
+                nn.Identity()
+                if is_last
+                else nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(coarser, width, 3, padding=1))
+            )
+            self.up_blocks.append(ResBlock(2 * width, width, time_dim))
+
+        self.final = nn.Sequential(_group_norm(dim), nn.SiLU(), nn.Conv2d(dim, channels, 3, padding=1))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error for an input this network cannot take (shapes only, no sync)."""
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"Unet expects images shaped [B, {self.channels}, H, W], got {list(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by {self.size_multiple} = 2 ** (len(dim_mults) - 1) "
+                f"for dim_mults={self.dim_mults}: use an image size that is a multiple of {self.size_multiple} "
+                "or fewer levels"
+            )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W], t: [B] long time steps -> predicted noise [B, C, H, W]."""
+        self.check_input(x)
+        time_emb = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim))
+
+        h = self.init_conv(x)
+        skips = []
+        for block, downsample in zip(self.down_blocks, self.downsamples):
+            h = block(h, time_emb)
+            skips.append(h)
+            h = downsample(h)
+
+        h = self.mid_blocks[0](h, time_emb)
+        for attn, block in zip(self.mid_attns, self.mid_blocks[1:]):
+            h = block(attn(h), time_emb)
+
+        for upsample, block in zip(self.upsamples, self.up_blocks):
+            h = upsample(h)
+            h = block(torch.cat([h, skips.pop()], dim=1), time_emb)
+        return self.final(h)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
