@@ -1,0 +1,120 @@
+"""The committed reference files: reproducible from the solution, complete, and the hidden set really hidden."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+
+import make_reference  # noqa: E402
+import test_diffusion as td  # noqa: E402
+from diffusion import GaussianDiffusion  # noqa: E402
+
+COMMITTED = {"public": ROOT / "data" / "reference" / "public.pt", "hidden": ROOT / "tools" / "reference" / "hidden.pt"}
+
+
+def _assert_same(a, b, where: str) -> None:
+    """Equal structure, strings, ints and integer tensors; float tensors to float32 rounding (1e-6), because
+    CPU kernels (randn's Box-Muller, tanh) may differ by an ulp between instruction sets. A stale file
+    differs by far more: the tests' own tolerance is 1e-5 and every catalogued mistake differs by 1e-3."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, where
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=where)  # exact for integer dtypes
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(a)} vs {sorted(b)}"
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_committed_reference_matches_a_fresh_one(name, tmp_path):
+    old = torch.load(COMMITTED[name], weights_only=True)  # plain tensors and containers only
+    fresh = tmp_path / f"{name}.pt"  # with the committed file's seed: an instructor may pick a new one per term
+    options = ["--out", str(fresh), "--seed", str(old["seed"])] + (["--hidden"] if name == "hidden" else [])
+    assert make_reference.main(options) == 0
+    new = torch.load(fresh, weights_only=True)
+    assert old["format"] == new["format"] and old["name"] == new["name"] == name
+    _assert_same(old["mistakes"], new["mistakes"], "mistakes")
+    assert old["cases"].keys() == new["cases"].keys()
+    for function in old["cases"]:
+        assert len(old["cases"][function]) == len(new["cases"][function]), (
+            f"{function}: the committed {name} reference is stale: run python tools/make_reference.py"
+            + (" --hidden" if name == "hidden" else ""))
+        for before, after in zip(old["cases"][function], new["cases"][function]):
+            where = f"{name} {function} [{before['id']}]"
+            assert before.keys() == after.keys(), where
+            _assert_same(before, after, where)
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED))
+def test_cases_cover_what_the_issue_asks(name):
+    cases = td.load_reference(COMMITTED[name])["cases"]
+    for function in ("q_sample", "p_losses", "p_sample", "p_sample_loop", "sample"):
+        configs = [c["config"] for c in cases[function]]
+        assert len(configs) >= 2
+        assert {c["channels"] for c in configs} >= {1, 3}, function
+        assert len({c["image_size"] for c in configs}) >= 2, function
+        assert any(c["timesteps"] != 50 for c in configs), function
+    for function in ("q_sample", "p_losses"):
+        seen = set()
+        for case in cases[function]:
+            t, T = case["args"][1], case["config"]["timesteps"]
+            seen |= {"0" if v == 0 else "1" if v == 1 else "T-1" if v == T - 1 else "other" for v in t.tolist()}
+        assert seen >= {"0", "1", "T-1"}, function
+        assert any(len(set(c["args"][1].tolist())) > 1 for c in cases[function]), f"{function}: no batch with mixed t"
+    t_indexes = {("0" if c["args"][2] == 0 else "1" if c["args"][2] == 1 else
+                  "T-1" if c["args"][2] == c["config"]["timesteps"] - 1 else "mid") for c in cases["p_sample"]}
+    assert t_indexes == {"0", "1", "T-1", "mid"}
+    # Every output mistake of the catalogue can be recognised on some case of its own function.
+    for mistake in make_reference.CATALOGUE:
+        if mistake.detect == "output":
+            assert any(mistake.key in c["mistakes"] for c in cases[mistake.function]), mistake.key
+
+
+def _inputs(case) -> list[torch.Tensor]:
+    return [a for a in case["args"] if isinstance(a, torch.Tensor)] + list(case["noise_like"])
+
+
+def test_hidden_set_shares_no_inputs_with_the_public_one():
+    public, hidden = (td.load_reference(COMMITTED[n]) for n in ("public", "hidden"))
+    public_inputs = [x for cases in public["cases"].values() for c in cases for x in _inputs(c) if x.dtype.is_floating_point]
+    for function, cases in hidden["cases"].items():
+        for case in cases:
+            for x in _inputs(case):
+                if x.dtype.is_floating_point:
+                    assert not any(x.shape == p.shape and torch.equal(x, p) for p in public_inputs), case["id"]
+    shapes = {n: {(f, tuple(c["expected"].shape), c["config"]["timesteps"]) for f, cs in r["cases"].items() for c in cs}
+              for n, r in (("public", public), ("hidden", hidden))}
+    assert not shapes["public"] & {s for s in shapes["hidden"] if s[1]}  # no (function, shape, T) in common
+
+
+def test_echoing_the_public_outputs_fails_the_hidden_set():
+    """A submission that looks its inputs up in the public file and returns the stored output."""
+    public = td.load_reference(COMMITTED["public"])
+
+    def echo(function):
+        def method(self, *args):
+            for case in public["cases"][function]:
+                if all(not isinstance(a, torch.Tensor) or (a.shape == b.shape and torch.equal(a.cpu(), b))
+                       for a, b in zip(args, case["args"])) and case["config"]["timesteps"] == self.num_timesteps:
+                    return case["expected"].clone()
+            return torch.zeros(())
+        return method
+
+    Echo = type("Echo", (GaussianDiffusion,), {f: echo(f) for f in ("q_sample", "p_losses", "p_sample", "p_sample_loop")})
+    on_public = td.run_checks(Echo, public)
+    assert all(on_public[name] is None for name in on_public if name.split("[")[0] in ("test_q_sample", "test_p_sample"))
+    on_hidden = td.run_checks(Echo, td.load_reference(COMMITTED["hidden"]))
+    reference_tests = [n for n in on_hidden if n.split("[")[0] in ("test_q_sample", "test_p_losses", "test_p_sample")]
+    assert reference_tests and all(on_hidden[n] for n in reference_tests)

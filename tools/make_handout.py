@@ -1,0 +1,317 @@
+"""Build the student handout and the Gradescope autograder from the solution (instructors only).
+
+    python tools/make_handout.py OUT_DIR [--force] [--no-check]
+
+Writes
+    OUT_DIR/handout/         the students' tree: diffusion.py with every BEGIN/END SOLUTION block
+                             replaced by a TODO and `raise NotImplementedError`, and every other file
+                             a student needs (see HANDOUT below). No solution, no hidden reference,
+                             no tools/, tests/, bench/ or .ci/.
+    OUT_DIR/autograder/      Gradescope's layout: setup.sh and run_autograder at the top, grade.py,
+                             test_diffusion.py, reference/hidden.pt, provided/ (the other .py files).
+    OUT_DIR/autograder.zip   the same folder zipped with its files at the root: upload this one.
+
+It refuses to finish (exit 1, nothing written) if a solution line would reach the handout, or if a
+self-check fails: the handout's test_diffusion.py must fail every test on the stub with
+"<name>: not implemented yet" and pass them all with the solution copied back in; the autograder
+must give the solution full marks and the stub zero for each function. --no-check skips those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTOGRADER_SOURCE = ROOT / "tools" / "autograder"
+sys.path.insert(0, str(AUTOGRADER_SOURCE))
+
+import grade  # noqa: E402  (points, and how a test maps to its function)
+
+# ---- what a student gets, in one place --------------------------------------------------------
+# Files git tracks (or new files it does not ignore): top-level files matching HANDOUT_TOP_LEVEL,
+# everything under HANDOUT_DIRS, never anything under NEVER_DIRS or named like NEVER_NAMES.
+HANDOUT_TOP_LEVEL = ("*.py", "*.ipynb", "README.md", "LICENSE*", "requirements.txt", "pytest.ini", ".gitignore")
+HANDOUT_DIRS = ("data",)
+NEVER_DIRS = ("tools", "tests", "bench", ".ci", ".git")
+NEVER_NAMES = ("*hidden*", "*.pyc", ".diffusion_cache*")
+REQUIRED = ("diffusion.py", "test_diffusion.py", "unet.py", "requirements.txt", "data/reference/public.pt")
+EXPECTED = ("trainer.py", "utils.py", "main.py", "run_in_colab.ipynb", "run_in_kaggle.ipynb", "README.md")
+HIDDEN_REFERENCE = ROOT / "tools" / "reference" / "hidden.pt"
+AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "pytest_results.py", "requirements.txt")
+# Solution lines this long must not appear in any handout file (shorter ones, like `return img`,
+# only in diffusion.py: they are too common elsewhere to mean a leak).
+MIN_LEAK_CHARS = 30
+# ----------------------------------------------------------------------------------------------
+
+TODO = {
+    "q_sample": "Algorithm 1's jump to step t: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, with `extract`.",
+    "p_losses": "make x_t with q_sample, predict its noise with self.model(x_t, t), return the mean L1 error.",
+    "forward": "draw t ~ Uniform{0..T-1} per example on x_0's device, noise with self.noise_like if None, "
+               "return p_losses.",
+    "p_sample": "Algorithm 2's step: predict the noise, clamp x0-hat to [-1, 1], posterior mean; "
+                "add sqrt(variance) * self.noise_like(...) unless t_index == 0.",
+    "p_sample_loop": "Algorithm 2: for t_index = T-1 down to 0, x = self.p_sample(x, t, t_index), t a [B] long tensor.",
+    "sample": "x_T = self.noise_like((B, C, H, W), self.device), run p_sample_loop, map [-1, 1] to [0, 1].",
+}
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+TEXT_SUFFIXES = {".py", ".ipynb", ".md", ".txt", ".ini", ".cfg", ".toml", ".json", ".yaml", ".yml", ".sh", ""}
+
+
+class HandoutError(Exception):
+    """Why the handout cannot be built; printed as one message."""
+
+
+def repo_files(root: Path) -> list[str]:
+    """Files of the repository: what git tracks plus new files it does not ignore (or a walk, outside git)."""
+    try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+        in_git = top.returncode == 0 and Path(top.stdout.strip()).resolve() == root.resolve()
+    except FileNotFoundError:
+        in_git = False
+    if in_git:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                capture_output=True, text=True, check=True).stdout.split("\0")
+        return sorted({f for f in listed if f and (root / f).is_file()})
+    skip = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", "train", "raw", "results", "wandb", ".venv"}
+    return sorted(str(p.relative_to(root)).replace(os.sep, "/") for p in root.rglob("*")
+                  if p.is_file() and not skip & set(p.relative_to(root).parts))
+
+
+def handout_files(root: Path) -> list[str]:
+    chosen = []
+    for path in repo_files(root):
+        parts = path.split("/")
+        if parts[0] in NEVER_DIRS or any(fnmatch.fnmatch(parts[-1], n) for n in NEVER_NAMES):
+            continue
+        if (len(parts) == 1 and any(fnmatch.fnmatch(path, g) for g in HANDOUT_TOP_LEVEL)) or parts[0] in HANDOUT_DIRS:
+            chosen.append(path)
+    missing = [f for f in REQUIRED if f not in chosen]
+    if missing:
+        hint = " (run python tools/make_reference.py)" if "data/reference/public.pt" in missing else ""
+        raise HandoutError(f"missing from the repository: {', '.join(missing)}{hint}")
+    for name in EXPECTED:
+        if name not in chosen:
+            print(f"make_handout: note: {name} is not in the repository yet, so not in the handout")
+    return chosen
+
+
+def stub_solution(source: str) -> tuple[str, dict[str, list[str]]]:
+    """diffusion.py with each solution block replaced by a TODO and a raise; and the removed lines per function."""
+    out, removed, function, block = [], {}, None, None
+    for number, line in enumerate(source.splitlines(keepends=True), 1):
+        match = re.match(r"\s*def (\w+)\(", line)
+        if match and block is None:
+            function = match.group(1)
+        if line.strip() == BEGIN:
+            if block is not None:
+                raise HandoutError(f"diffusion.py line {number}: {BEGIN} inside another solution block")
+            if function is None or function in removed:
+                raise HandoutError(f"diffusion.py line {number}: {BEGIN} outside a function, or twice in {function}")
+            block, indent = [], line[: len(line) - len(line.lstrip())]
+        elif line.strip() == END:
+            if block is None:
+                raise HandoutError(f"diffusion.py line {number}: {END} without {BEGIN}")
+            removed[function] = block
+            hint = f"TODO ({function}): " + TODO.get(function, "see the docstring above.")
+            out += [f"{indent}# {part}\n" for part in textwrap.wrap(hint, 96 - len(indent), subsequent_indent="  ")]
+            out.append(f'{indent}raise NotImplementedError("{function}: not implemented yet")\n')
+            block = None
+        elif block is not None:
+            block.append(line)
+        else:
+            out.append(line)
+    if block is not None:
+        raise HandoutError(f"diffusion.py: {BEGIN} in {function} has no {END}")
+    if set(removed) != set(grade.POINTS):
+        raise HandoutError(f"diffusion.py has solution blocks in {sorted(removed)}; the tests and the autograder "
+                           f"grade {sorted(grade.POINTS)}")
+    stub = "".join(out)
+    compile(stub, "diffusion.py", "exec")
+    return stub, removed
+
+
+def check_no_leak(handout: Path, removed: dict[str, list[str]]) -> None:
+    """Refuse if a solution line is in the handout: any of them in diffusion.py, long ones anywhere."""
+    solution = {line.strip(): function for function, lines in removed.items() for line in lines
+                if re.search(r"\w", line) and not line.strip().startswith("#")}  # not comments, not a lone `)`
+    stub_lines = {line.strip() for line in (handout / "diffusion.py").read_text().splitlines()}
+    leaks = [(line, function, "diffusion.py") for line, function in solution.items() if line in stub_lines]
+    long_lines = {line: f for line, f in solution.items() if len(line) >= MIN_LEAK_CHARS}
+    for path in sorted(handout.rglob("*")):
+        if path.is_file() and path.name != "diffusion.py" and path.suffix in TEXT_SUFFIXES:
+            text = path.read_text(errors="replace")
+            leaks += [(line, f, str(path.relative_to(handout))) for line, f in long_lines.items() if line in text]
+    if leaks:
+        raise HandoutError("refusing to finish: solution lines would reach the students:\n" + "\n".join(
+            f"  {where}: `{line}` (from {function}'s solution)" for line, function, where in leaks))
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+
+
+def build_handout(root: Path, out: Path) -> dict[str, list[str]]:
+    files = handout_files(root)
+    for name in files:
+        _copy(root / name, out / name)
+    stub, removed = stub_solution((root / "diffusion.py").read_text())
+    (out / "diffusion.py").write_text(stub)
+    check_no_leak(out, removed)
+    return removed
+
+
+def build_autograder(root: Path, handout: Path, out: Path, hidden: Path) -> None:
+    if not hidden.is_file():
+        raise HandoutError(f"{hidden} is missing: run python tools/make_reference.py --hidden")
+    for name in AUTOGRADER_FILES:
+        _copy(AUTOGRADER_SOURCE / name, out / name)
+    _copy(root / "test_diffusion.py", out / "test_diffusion.py")
+    _copy(hidden, out / "reference" / "hidden.pt")
+    for provided in sorted(handout.glob("*.py")):
+        if provided.name not in ("diffusion.py", "test_diffusion.py"):
+            _copy(provided, out / "provided" / provided.name)
+    for script in ("setup.sh", "run_autograder"):
+        (out / script).chmod(0o755)
+
+
+def write_zip(folder: Path, zip_path: Path) -> None:
+    """Files at the zip's root (Gradescope's requirement), fixed dates, executable bits kept."""
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(str(path.relative_to(folder)).replace(os.sep, "/"), date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = (path.stat().st_mode & 0xFFFF) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+
+
+# ---- self-checks ------------------------------------------------------------------------------
+
+def _clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("DIFFUSION_REFERENCE", "DIFFUSION_TEST_DEVICE")}
+    return dict(env, PYTHONDONTWRITEBYTECODE="1", **extra)
+
+
+def run_handout_tests(tree: Path, autograder: Path) -> list[dict]:
+    """`pytest test_diffusion.py` in a handout tree, as a student runs it; each test's outcome."""
+    with tempfile.TemporaryDirectory() as scratch:
+        outcomes = Path(scratch) / "outcomes.json"
+        env = _clean_env(PYTHONPATH=str(autograder), DIFFUSION_RESULTS_JSON=str(outcomes))
+        subprocess.run([sys.executable, "-m", "pytest", "test_diffusion.py", "-q", "-p", "pytest_results",
+                        "-p", "no:cacheprovider"], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
+        if not outcomes.exists():
+            raise HandoutError(f"pytest did not run in {tree}")
+        result = json.loads(outcomes.read_text())
+    if result["collection_errors"] or not result["tests"]:
+        raise HandoutError(f"test_diffusion.py does not collect in {tree}:\n" + "\n".join(result["collection_errors"]))
+    return result["tests"]
+
+
+def run_autograder(autograder: Path, diffusion_py: Path) -> dict:
+    """The autograder's run_autograder on one diffusion.py, in a local stand-in for /autograder."""
+    with tempfile.TemporaryDirectory() as fake_root:
+        _copy(diffusion_py, Path(fake_root) / "submission" / "diffusion.py")
+        env = _clean_env(AUTOGRADER_ROOT=fake_root, AUTOGRADER_PYTHON=sys.executable)
+        run = subprocess.run(["bash", str(autograder / "run_autograder")], env=env, capture_output=True, text=True,
+                             timeout=900)
+        results = Path(fake_root) / "results" / "results.json"
+        if run.returncode != 0 or not results.exists():
+            raise HandoutError(f"run_autograder failed:\n{run.stdout}{run.stderr}")
+        return json.loads(results.read_text())
+
+
+REGENERATE = ("if you changed the solution, regenerate the references: python tools/make_reference.py && "
+              "python tools/make_reference.py --hidden")
+
+
+def self_check(root: Path, handout: Path, autograder: Path) -> dict:
+    report = {}
+    stub_tests = run_handout_tests(handout, autograder)
+    for function in grade.POINTS:
+        mine = [t for t in stub_tests if grade.function_of(t["name"]) == function]
+        wrong = [t for t in mine if t["outcome"] != "failed" or t["message"].strip() != f"{function}: not implemented yet"]
+        if not mine or wrong:
+            raise HandoutError(f"the stub's {function} tests do not all fail with '{function}: not implemented yet': "
+                               + (wrong[0]["name"] + ": " + wrong[0]["message"][:500] if wrong else "no test"))
+    report["stub"] = f"{len(stub_tests)} tests, all fail with '<name>: not implemented yet'"
+
+    with tempfile.TemporaryDirectory() as scratch:
+        solved = Path(scratch) / "handout"
+        shutil.copytree(handout, solved)
+        shutil.copy(root / "diffusion.py", solved / "diffusion.py")
+        solved_tests = run_handout_tests(solved, autograder)
+    failing = [t for t in solved_tests if t["outcome"] != "passed"]
+    if failing or len(solved_tests) != len(stub_tests):
+        raise HandoutError(f"with the solution copied back, {len(failing)} tests fail ({REGENERATE}):\n"
+                           + "\n".join(f"{t['name']}: {t['message'][:300]}" for t in failing))
+    report["solution"] = f"{len(solved_tests)} tests pass"
+
+    full = run_autograder(autograder, root / "diffusion.py")
+    if full["score"] != sum(grade.POINTS.values()):
+        raise HandoutError(f"the autograder gives the solution {full['score']} of {sum(grade.POINTS.values())} "
+                           f"({REGENERATE}):\n" + json.dumps(full, indent=1)[:3000])
+    empty = run_autograder(autograder, handout / "diffusion.py")
+    if any(t["score"] != 0 for t in empty["tests"]) or len(empty["tests"]) != len(grade.POINTS):
+        raise HandoutError("the autograder gives the stub points:\n" + json.dumps(empty, indent=1)[:3000])
+    report["autograder"] = f"solution {full['score']} / {sum(grade.POINTS.values())}, stub 0 for each function"
+    report["results"] = {"solution": full, "stub": empty}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the student handout and the Gradescope autograder.")
+    parser.add_argument("out_dir", type=Path, help="where to write handout/, autograder/ and autograder.zip")
+    parser.add_argument("--force", action="store_true", help="replace handout/ and autograder/ if OUT_DIR has them")
+    parser.add_argument("--no-check", action="store_true", help="skip the self-checks (the leak check always runs)")
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # another repository (tests)
+    args = parser.parse_args(argv)
+    try:
+        build(args.root.resolve(), args.out_dir, args.force, check=not args.no_check)
+    except HandoutError as error:
+        print(f"make_handout: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build(root: Path, out_dir: Path, force: bool = False, check: bool = True) -> dict:
+    """Build into a staging folder inside out_dir, check, then move into place; the self-check report."""
+    targets = [out_dir / "handout", out_dir / "autograder", out_dir / "autograder.zip"]
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        raise HandoutError(f"{existing[0]} exists: pass --force to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".make_handout-", dir=out_dir))
+    try:
+        handout, autograder = staging / "handout", staging / "autograder"
+        build_handout(root, handout)
+        build_autograder(root, handout, autograder, root / HIDDEN_REFERENCE.relative_to(ROOT))
+        report = self_check(root, handout, autograder) if check else {}
+        write_zip(autograder, staging / "autograder.zip")
+        for target in targets:
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            (staging / target.name).rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for key in ("stub", "solution", "autograder"):
+        if key in report:
+            print(f"make_handout: self-check {key}: {report[key]}")
+    print(f"make_handout: wrote {targets[0]}, {targets[1]} and {targets[2]}")
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main())
