@@ -1,0 +1,114 @@
+"""main.py's command line: --help, and the bad-input table (one line `error: ...`, exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import main  # noqa: E402
+import utils  # noqa: E402
+
+HOMEWORK_FLAGS = ["--data_path", "--data_class", "--image_size", "--batch_size", "--time_steps", "--unet_dim",
+                  "--unet_dim_mults", "--learning_rate", "--train_steps", "--save_and_sample_every", "--save_folder",
+                  "--load_path", "--fid", "--visualize", "--dataloader_workers"]
+TINY = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "5", "--batch_size", "8", "--demo_images", "16"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Things the table's rows point at: a text file, a non-checkpoint .pt, a data folder without a class."""
+    (tmp_path / "notes.txt").write_text("hello")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    (tmp_path / "data" / "dog").mkdir(parents=True)
+    return tmp_path
+
+
+# (flags, words the one-line message must contain)
+BAD_INPUT = [
+    (["--time_steps", "0"], ["--time_steps", "at least 1"]),
+    (["--batch_size", "0"], ["--batch_size", "at least 1"]),
+    (["--batch_size", "-4"], ["--batch_size"]),
+    (["--unet_dim_mults", "1", "2", "4", "8", "--image_size", "30"], ["--image_size 30", "multiple of 8", "--image_size 24"]),
+    (["--image_size", "18", "--unet_dim_mults", "1", "2", "4"], ["--image_size 18", "multiple of 4", "--image_size 16"]),
+    (["--image_size", "4", "--unet_dim_mults", "1", "2", "4", "8"], ["--image_size 4", "multiple of 8", "--image_size 8"]),
+    (["--unet_dim_mults"], ["--unet_dim_mults", "e.g. --unet_dim_mults 1 2 4 8"]),
+    (["--unet_dim_mults", "1", "0", "2"], ["--unet_dim_mults", "positive"]),
+    (["--unet_dim_mults", "1", "-2"], ["--unet_dim_mults", "positive"]),
+    (["--learning_rate", "0"], ["--learning_rate", "positive"]),
+    (["--learning_rate", "-0.001"], ["--learning_rate", "positive"]),
+    (["--learning_rate", "nan"], ["--learning_rate", "positive"]),
+    (["--batch_size", "many"], ["--batch_size", "invalid int value"]),
+    (["--amp", "fp8"], ["--amp", "invalid choice"]),
+    (["--not_a_flag"], ["unrecognized arguments: --not_a_flag"]),
+    (["--data_path", "{tmp}/missing"], ["--data_path", "missing does not exist"]),
+    (["--data_path", "{tmp}/data"], ["--data_class cat", "dog"]),
+    (["--data_path", "{tmp}/data", "--data_class", "dog"], ["--data_path", "dog holds no"]),
+    (["--save_folder", "{tmp}/notes.txt/results"], ["--save_folder", "not writable"]),
+    (["--load_path", "{tmp}/missing.pt"], ["--load_path", "does not exist"]),
+    (["--load_path", "{tmp}/notes.txt"], ["--load_path", "not a checkpoint"]),
+    (["--load_path", "{tmp}/other.pt"], ["--load_path", "not a checkpoint written by main.py"]),
+    (["--fid_weights", "{tmp}/missing.pth", "--fid"], ["--fid_weights", "does not exist"]),
+    (["--fid", "--fid_samples", "1"], ["--fid_samples", "at least 2"]),
+    (["--ema_decay", "1.5"], ["--ema_decay"]),
+    (["--device", "cuda"], ["--device cuda", "no CUDA GPU"]),
+    (["--device", "tpu"], ["--device tpu", "not a device"]),
+]
+
+
+@pytest.mark.parametrize("flags, words", BAD_INPUT, ids=[" ".join(f) for f, _ in BAD_INPUT])
+def test_bad_input_is_one_line_naming_the_flag(flags, words, files, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    flags = [f.replace("{tmp}", str(files)) for f in flags]
+    save = [] if "--save_folder" in flags else ["--save_folder", str(files / "results")]
+    code = main.main([*TINY, "--train_steps", "1", *save, *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for word in words:
+        assert word in err[0], (word, err[0])
+
+
+def test_fid_without_reachable_weights_fails_at_start_up_in_seconds(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty weights cache
+    monkeypatch.setattr(utils, "INCEPTION_URL", (tmp_path / "nowhere" / "inception.pth").as_uri())  # no network
+    start = time.perf_counter()
+    code = main.main([*TINY, "--fid", "--train_steps", "1000", "--save_folder", str(tmp_path / "results")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and time.perf_counter() - start < 10
+    assert len(err) == 1 and "--fid needs the Inception weights" in err[0] and "--fid_weights" in err[0]
+    assert not (tmp_path / "results" / "model.pt").exists()
+
+
+def test_help_documents_every_flag():
+    result = subprocess.run([sys.executable, "main.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for flag in HOMEWORK_FLAGS + ["--device", "--seed", "--ema_decay", "--fid_samples", "--wandb", "--amp",
+                                 "--channels_last", "--compile", "--data_on_device", "--fused_optimizer"]:
+        assert flag in result.stdout, flag
+
+
+@pytest.mark.parametrize("flags", [["--time_steps", "0"], ["--data_path", "/no/such/folder"]])
+def test_a_real_process_prints_no_traceback(flags, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "main.py", *flags, "--save_folder", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")

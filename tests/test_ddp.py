@@ -1,0 +1,100 @@
+"""Two gloo processes on the CPU through torchrun: sharded data, averaged gradients, rank 0 alone
+writes, and checkpoints that move between single-process and multi-process runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import main  # noqa: E402
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+TINY = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "3", "--batch_size", "8",
+        "--demo_images", "64", "--num_samples", "4", "--log_every", "1", "--device", "cpu"]
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_PROJECT", None)
+    result = subprocess.run([*TORCHRUN, *args], cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_checkpoints_move_between_single_and_two_process_runs(tmp_path, capsys):
+    flags = [*TINY, "--save_folder", str(tmp_path), "--save_and_sample_every", "2"]
+    assert main.main([*flags, "--train_steps", "2"]) == 0  # one process
+    assert load(tmp_path / "model.pt")["world_size"] == 1
+
+    result = torchrun("main.py", *flags, "--train_steps", "4", "--load_path", str(tmp_path / "model.pt"))
+    assert result.stdout.count("resuming from step 2") == 1  # rank 0 speaks for both
+    checkpoint = load(tmp_path / "model.pt")
+    assert checkpoint["step"] == 4 and checkpoint["world_size"] == 2
+    assert (tmp_path / "sample-4.png").is_file()
+    steps = [row.split(",")[0] for row in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4"]  # one row per step: only rank 0 logs
+
+    capsys.readouterr()
+    assert main.main([*flags, "--train_steps", "5", "--load_path", str(tmp_path / "model.pt")]) == 0
+    assert "resuming from step 4" in capsys.readouterr().out
+    assert load(tmp_path / "model.pt")["step"] == 5
+
+
+CHECK_RANKS = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import torch, torch.distributed as dist
+    from trainer import Trainer
+
+    trainer = Trainer.from_flags(sys.argv[2:])
+    assert dist.get_world_size() == 2 and trainer.world_size == 2
+    batch = trainer.next_batch()
+    assert batch.shape[0] == 4, batch.shape  # --batch_size 8 counts both processes
+    batches = [torch.empty_like(batch) for _ in range(2)]
+    dist.all_gather(batches, batch)
+    assert not torch.equal(batches[0], batches[1])  # each rank draws from its own shard
+    shard = trainer.batches.images
+    shards = [torch.empty_like(shard) for _ in range(2)]
+    dist.all_gather(shards, shard)
+    assert not torch.equal(shards[0], shards[1]) and len(shard) == 32
+
+    for _ in range(3):
+        loss = trainer.train_step()
+    # Different data on each rank, yet the same weights: the gradients were averaged.
+    weights = torch.cat([p.detach().flatten() for p in trainer.diffusion.parameters()])
+    gathered = [torch.empty_like(weights) for _ in range(2)]
+    dist.all_gather(gathered, weights)
+    assert torch.equal(gathered[0], gathered[1])
+    ema = torch.cat([p.detach().flatten() for p in trainer.ema.module.parameters()])
+    assert not torch.equal(ema, weights)
+    print(f"rank {trainer.rank} ok")
+    trainer.close()
+""")
+
+
+def test_two_ranks_train_on_their_own_shards_with_averaged_gradients(tmp_path):
+    script = tmp_path / "check_ranks.py"
+    script.write_text(CHECK_RANKS)
+    result = torchrun(str(script), str(REPO), *TINY, "--save_folder", str(tmp_path))
+    assert "rank 0 ok" in result.stdout and "rank 1 ok" in result.stdout

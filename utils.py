@@ -1,0 +1,416 @@
+"""Data, images on disk, FID and small helpers for trainer.py and main.py.
+
+    UserError            bad input: main.py prints it as one line `error: ...` and exits 2
+    make_demo_dataset    the built-in procedural data set (coloured shapes, no download)
+    load_image_folder    decode a folder of jpg/png/webp once, cache it as a uint8 tensor
+    augment              uint8 batch -> random horizontal flip, scaled to [-1, 1]
+    DeviceBatches, LoaderBatches   endless random batches: on the device, or from a DataLoader
+    pick_device          --device auto: CUDA, else Apple MPS, else CPU
+    save_grid, save_denoising   sample grids (PNG) and the reverse process (PNG strip + GIF)
+    make_fid_metric, load_real_statistics, compute_fid   FID with torchmetrics
+    atomic_torch_save    write a file so that a crash mid-write never destroys the old one
+
+Images live as uint8 tensors [N, 3, S, S] (S = image_size) from the disk to the training
+device: four times smaller than float32, and converted to float only inside a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
+
+
+class UserError(Exception):
+    """A mistake in the command line or the files it names: reported in one line, no traceback."""
+
+
+# ----------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+CACHE_VERSION = 1
+
+# Saturated colours for the shapes, so that every image has a clear subject.
+_PALETTE = torch.tensor(
+    [[0.95, 0.20, 0.15], [0.15, 0.75, 0.25], [0.20, 0.35, 0.95], [0.98, 0.85, 0.10],
+     [0.10, 0.85, 0.90], [0.90, 0.20, 0.85], [1.00, 0.55, 0.05], [0.97, 0.97, 0.97]]
+)
+
+
+def make_demo_dataset(num_images: int = 4096, image_size: int = 32, seed: int = 0) -> torch.Tensor:
+    """The built-in demo set: soft-edged circles, squares and diamonds on plain backgrounds.
+
+    Deterministic (its own generator seeded with `seed`) and vectorised, so it is made in a
+    fraction of a second instead of being downloaded. Two shapes per image, the second on top.
+
+    Returns:
+        [num_images, 3, image_size, image_size] uint8.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n, s = num_images, image_size
+    coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s  # pixel centres in (0, 1)
+    y, x = coords.view(1, s, 1), coords.view(1, 1, s)
+    images = (0.1 + 0.4 * torch.rand(n, 3, 1, 1, generator=g)).expand(n, 3, s, s).clone()
+    for _ in range(2):
+        cx, cy = (0.2 + 0.6 * torch.rand(2, n, 1, 1, generator=g)).unbind(0)
+        radius = 0.12 + 0.18 * torch.rand(n, 1, 1, generator=g)
+        dx, dy = (x - cx).abs(), (y - cy).abs()
+        # Distance to the centre in units of the radius, under three norms: <= 1 is inside.
+        dist = torch.stack([torch.sqrt(dx**2 + dy**2), torch.maximum(dx, dy), (dx + dy) / 1.3]) / radius
+        kind = torch.randint(0, 3, (n,), generator=g)
+        dist = dist[kind, torch.arange(n)]  # [N, S, S]
+        # About one pixel of anti-aliasing at the edge: the same shape at any image size.
+        alpha = ((1 - dist) * radius * s).clamp(0, 1).unsqueeze(1)
+        colour = _PALETTE[torch.randint(0, len(_PALETTE), (n,), generator=g)]
+        colour = (colour + 0.1 * torch.randn(n, 3, generator=g)).clamp(0, 1)
+        images = images * (1 - alpha) + colour[:, :, None, None] * alpha
+    return (images * 255).round().to(torch.uint8)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly inside `folder` (not its subfolders), sorted by name."""
+    return sorted(
+        p for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _decode(path: Path, image_size: int) -> torch.Tensor:
+    """One file -> [3, S, S] uint8: shorter side resized to S (antialiased), centre crop."""
+    image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    if image.dtype != torch.uint8:  # 16-bit PNGs
+        image = TF.to_dtype(image, torch.uint8, scale=True)
+    if tuple(image.shape[-2:]) != (image_size, image_size):
+        image = TF.resize(image, [image_size], antialias=True)
+        image = TF.center_crop(image, [image_size, image_size])
+    return image
+
+
+def _names(paths: list[Path], limit: int = 5) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def load_image_folder(folder: str | Path, image_size: int, max_unreadable_fraction: float = 0.1) -> torch.Tensor:
+    """Decode every jpg/png/webp in `folder` once and cache the result beside the data.
+
+    The cache `folder/.diffusion_cache_<S>.pt` holds the uint8 tensor and the names and sizes
+    of the files it was made from; it is reused while those match, so later runs (and every
+    epoch) cost no decoding. A folder we cannot write to (e.g. a read-only Kaggle input) just
+    goes uncached, with a warning.
+
+    Unreadable files: a few (at most `max_unreadable_fraction` of them) are skipped with a
+    warning naming them; more than that is an error naming them.
+
+    Returns:
+        [N, 3, image_size, image_size] uint8.
+    Raises:
+        UserError: the folder is missing, holds no images, or too many are unreadable.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"image folder {folder} does not exist")
+    files = list_images(folder)
+    if not files:
+        subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        hint = f" (it has the subfolders {', '.join(subfolders[:5])}: one of them may be the class you want)" if subfolders else ""
+        raise UserError(f"image folder {folder} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} files{hint}")
+
+    cache = folder / f".diffusion_cache_{image_size}.pt"
+    fingerprint = [(p.name, p.stat().st_size) for p in files]
+    if cache.is_file():
+        try:
+            saved = torch.load(cache, map_location="cpu", weights_only=True)
+            if saved.get("version") == CACHE_VERSION and [tuple(f) for f in saved["files"]] == fingerprint:
+                if saved["skipped"]:
+                    warnings.warn(f"{folder}: skipped {len(saved['skipped'])} unreadable file(s): {', '.join(saved['skipped'][:5])}")
+                return saved["images"]
+        except Exception:  # a stale or damaged cache is rebuilt, never fatal
+            pass
+
+    images, unreadable = [], []
+    for path in tqdm(files, desc=f"decoding {folder}", unit="img", leave=False, disable=len(files) < 500):
+        try:
+            images.append(_decode(path, image_size))
+        except Exception:  # noqa: BLE001 (torchvision raises RuntimeError, OSError or ValueError)
+            unreadable.append(path)
+    if unreadable:
+        if not images or len(unreadable) > max_unreadable_fraction * len(files):
+            raise UserError(f"{len(unreadable)} of {len(files)} images in {folder} cannot be read: {_names(unreadable)}; "
+                            "remove or re-save them")
+        warnings.warn(f"{folder}: skipped {len(unreadable)} unreadable file(s): {_names(unreadable)}")
+    result = torch.stack(images)
+    try:
+        atomic_torch_save({"version": CACHE_VERSION, "files": fingerprint, "skipped": [p.name for p in unreadable],
+                           "images": result}, cache)
+    except OSError as error:
+        warnings.warn(f"cannot write the image cache {cache} ({error.strerror}); images will be decoded again next run")
+    return result
+
+
+def augment(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [-1, 1], each flipped left-right with probability 1/2.
+
+    Runs on whatever device the batch is on, without reading anything back to the host.
+
+    Args:
+        batch: [B, C, H, W] uint8.
+    Returns:
+        [B, C, H, W] float32 in [-1, 1].
+    """
+    flip = torch.rand(batch.shape[0], 1, 1, 1, device=batch.device) < 0.5
+    batch = torch.where(flip, batch.flip(-1), batch)
+    return batch.float() / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] float in [0, 1] -> uint8 in [0, 255], as a PNG would store it."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def pick_device(choice: str, local_rank: int = 0) -> torch.device:
+    """--device: auto picks CUDA (this process's GPU under torchrun), else Apple MPS, else CPU."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise UserError(f"--device {choice} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {choice}: no CUDA GPU is visible to torch; use --device auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {choice}: Apple MPS is not available here; use --device auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+class DeviceBatches:
+    """Random batches from a uint8 data set that lives on the training device.
+
+    One random permutation per epoch, drawn on the device, so no batch touches the host.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int):
+        self.images, self.batch_size = images, batch_size
+        self.position, self.order = len(images), None
+
+    def __next__(self) -> torch.Tensor:
+        n, b = len(self.images), self.batch_size
+        if n < b:  # a tiny data set: draw with replacement
+            return self.images[torch.randint(0, n, (b,), device=self.images.device)]
+        if self.position + b > n:
+            self.order, self.position = torch.randperm(n, device=self.images.device), 0
+        index = self.order[self.position : self.position + b]
+        self.position += b
+        return self.images[index]
+
+
+class _ImageTensor(torch.utils.data.Dataset):
+    """A uint8 tensor as a Dataset; __getitems__ gathers a whole batch in one indexing op."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return self.images[indices]
+
+
+def _whole_batch(batch: torch.Tensor) -> torch.Tensor:  # collate_fn: the batch is already one tensor
+    return batch
+
+
+class LoaderBatches:
+    """--no-data_on_device: batches from a torch DataLoader with --dataloader_workers processes."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, workers: int, device: torch.device):
+        self.device = device
+        self.loader = torch.utils.data.DataLoader(
+            _ImageTensor(images), batch_size=batch_size, shuffle=True, drop_last=len(images) >= batch_size,
+            num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+            collate_fn=_whole_batch)
+        self.iterator = iter(self.loader)
+
+    def __next__(self) -> torch.Tensor:
+        try:
+            batch = next(self.iterator)
+        except StopIteration:  # next epoch
+            self.iterator = iter(self.loader)
+            batch = next(self.iterator)
+        return batch.to(self.device, non_blocking=True)
+
+
+# ----------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """torch.save through a temporary file and a rename, so `path` is always whole.
+
+    os.replace is atomic on POSIX and Windows: a reader sees the old file or the new one,
+    never half of one, even if this process dies mid-write.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's permissions
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_grid(images: torch.Tensor, path: str | Path) -> None:
+    """Save [N, C, H, W] images in [0, 1] as one PNG grid, about square."""
+    nrow = max(1, round(images.shape[0] ** 0.5))
+    save_image(images.float().cpu(), str(path), nrow=nrow, padding=2)
+
+
+def save_denoising(frames: list[torch.Tensor], strip_path: str | Path, gif_path: str | Path, strip_columns: int = 11) -> None:
+    """Save the reverse process x_T ... x_0 of a few samples.
+
+    Args:
+        frames: T + 1 tensors [N, C, H, W] in [0, 1]: frames[0] is x_T (noise), frames[-1] x_0.
+        strip_path: PNG, one row per sample, `strip_columns` evenly spaced steps left to right.
+        gif_path: animated GIF, one frame per step (all samples side by side), the last held.
+    """
+    from PIL import Image
+
+    picks = torch.linspace(0, len(frames) - 1, min(strip_columns, len(frames))).round().long().tolist()
+    strip = torch.stack([frames[i].float().cpu() for i in picks], dim=1)  # [N, columns, C, H, W]
+    save_image(strip.flatten(0, 1), str(strip_path), nrow=len(picks), padding=2)
+
+    pictures = []
+    for frame in frames:
+        grid = make_grid(frame.float().cpu(), nrow=frame.shape[0], padding=2)
+        pictures.append(Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy()))
+    durations = [60] * (len(pictures) - 1) + [1500]
+    pictures[0].save(str(gif_path), save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+
+
+# ----------------------------------------------------------------------------------------
+# FID
+# ----------------------------------------------------------------------------------------
+
+# The Inception weights torchmetrics uses (through torch-fidelity); the standard FID network.
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+
+
+def inception_weights(weights_path: str | None = None, timeout: float = 15.0) -> Path:
+    """A local file with the Inception weights: `weights_path`, torch's hub cache, or a download.
+
+    The download goes to torch's hub cache (where torchmetrics would look too) with a network
+    timeout, so that a machine without internet learns within seconds, not after training.
+
+    Raises:
+        UserError: the file is missing and cannot be downloaded; says how to get it.
+    """
+    if weights_path:
+        if not Path(weights_path).is_file():
+            raise UserError(f"--fid_weights {weights_path} does not exist: pass the file downloaded from {INCEPTION_URL}")
+        return Path(weights_path)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[-1]
+    if cached.is_file():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(cached.name + ".part")
+    try:
+        with urllib.request.urlopen(INCEPTION_URL, timeout=timeout) as response, open(tmp, "wb") as f:
+            shutil.copyfileobj(response, f)
+        os.replace(tmp, cached)
+    except Exception as error:  # noqa: BLE001 (URLError, timeouts, HTTP errors, disk errors)
+        tmp.unlink(missing_ok=True)
+        raise UserError(
+            f"--fid needs the Inception weights and cannot download them ({getattr(error, 'reason', error)}): "
+            f"download {INCEPTION_URL} where there is internet and pass --fid_weights PATH "
+            f"(or put it at {cached}), or run without --fid"
+        ) from None
+    return cached
+
+
+def make_fid_metric(weights_path: str | None = None, feature: nn.Module | None = None):
+    """torchmetrics' FrechetInceptionDistance on uint8 images, real statistics kept across resets.
+
+    Args:
+        weights_path: Inception weights file (see `inception_weights`); unused with `feature`.
+        feature: a custom feature extractor, uint8 [B, 3, H, W] -> [B, d] (tests use a small one).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    # sync_on_compute=False: only rank 0 computes FID, so there are no other ranks to wait for.
+    options = dict(reset_real_features=False, normalize=False, sync_on_compute=False)
+    if feature is not None:
+        return FrechetInceptionDistance(feature=feature, **options)
+    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(inception_weights(weights_path)), **options)
+
+
+def _batches(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
+    return (images[i : i + batch_size] for i in range(0, images.shape[0], batch_size))
+
+
+def load_real_statistics(metric, real_images: torch.Tensor, cache_path: str | Path, batch_size: int = 100) -> None:
+    """Feed the real images to `metric` once; later calls read their statistics from `cache_path`.
+
+    The cache is keyed by a hash of the images and by the feature extractor, so another data
+    set or another extractor recomputes it.
+
+    Args:
+        real_images: [N, 3, S, S] uint8.
+    """
+    device = metric.real_features_sum.device
+    key = hashlib.sha1(real_images.contiguous().numpy().tobytes()).hexdigest() + f"/{type(metric.inception).__name__}"
+    names = ["real_features_sum", "real_features_cov_sum", "real_features_num_samples"]
+    cache_path = Path(cache_path)
+    if cache_path.is_file():
+        saved = torch.load(cache_path, map_location="cpu", weights_only=True)
+        if saved.get("key") == key:
+            for name in names:
+                setattr(metric, name, saved[name].to(device))
+            return
+    for batch in tqdm(list(_batches(real_images, batch_size)), desc="FID: real images", unit="batch", leave=False):
+        metric.update(batch.to(device), real=True)
+    atomic_torch_save({"key": key, **{name: getattr(metric, name).cpu() for name in names}}, cache_path)
+
+
+def compute_fid(metric, fake_batches: Iterable[torch.Tensor]) -> float:
+    """FID of generated images against the real statistics already in `metric`.
+
+    Args:
+        fake_batches: tensors [B, 3, S, S], float in [0, 1] or uint8.
+    """
+    metric.reset()  # forgets the previous fake images only (reset_real_features=False)
+    device = metric.real_features_sum.device
+    for batch in fake_batches:
+        batch = batch if batch.dtype == torch.uint8 else to_uint8(batch)
+        metric.update(batch.to(device), real=False)
+    return float(metric.compute())
