@@ -19,18 +19,11 @@ import warnings
 from pathlib import Path
 
 from trainer import Trainer
-from utils import UserError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake becomes a UserError (one line) instead of usage + exit."""
-
-    def error(self, message: str):
-        raise UserError(f"{message} (see python main.py --help)")
+from utils import CommandLineParser, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="main.py", description="Train a denoising diffusion model (DDPM) and sample from it.",
+    p = CommandLineParser(prog="main.py", description="Train a denoising diffusion model (DDPM) and sample from it.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     on_off = argparse.BooleanOptionalAction
     data = p.add_argument_group("data")

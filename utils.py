@@ -16,6 +16,7 @@ device: four times smaller than float32, and converted to float only inside a ba
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -36,6 +37,13 @@ from tqdm.auto import tqdm
 class UserError(Exception):
     """A mistake in the command line or the files it names: reported in one line, no traceback."""
 
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake becomes a UserError (one line, exit code 2) instead of usage + exit."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see python {self.prog} --help)")
 
 # ----------------------------------------------------------------------------------------
 # Data

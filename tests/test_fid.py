@@ -40,12 +40,7 @@ class SmallFeatures(nn.Module):
         return torch.cat([texture, colour, spread, x.mean(dim=(1, 2, 3))[:, None]], dim=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,11 @@ cifar = load_script("cifar10")
 
 @pytest.fixture
 def cache_calls(monkeypatch) -> list[tuple[Path, int]]:
-    """Stands in for the repository's utils and records the caches the scripts ask it to build."""
+    """Records the caches the scripts ask utils.load_image_folder to build, instead of building them."""
+    import utils
+
     calls: list[tuple[Path, int]] = []
-    fake = types.ModuleType("utils")
-    fake.load_image_folder = lambda folder, image_size: calls.append((Path(folder), image_size))
-    monkeypatch.setitem(sys.modules, "utils", fake)
+    monkeypatch.setattr(utils, "load_image_folder", lambda folder, image_size: calls.append((Path(folder), image_size)))
     return calls
 
 

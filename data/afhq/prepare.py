@@ -35,13 +35,17 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+import utils  # noqa: E402  (the repository's utils.py)
+from utils import CommandLineParser, UserError  # noqa: E402
 CLASSES = ("cat", "dog", "wild")
 # AFHQ v1 as linked from StarGAN v2's download.sh (github.com/clovaai/stargan-v2); dl=1 asks
 # Dropbox for the file itself rather than its preview page.
@@ -49,10 +53,6 @@ AFHQ_URL = "https://www.dropbox.com/s/t9l9o3vsx2jai3z/afhq.zip?dl=1"
 KAGGLE_INPUT = Path("/kaggle/input")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MANIFEST = "prepared.json"
-
-
-class PrepareError(Exception):
-    """A problem the user can fix; main() prints it as one line, without a traceback."""
 
 
 # ----------------------------------------------------------------------------- finding the images
@@ -89,7 +89,7 @@ def _list_zip(path: Path, classes: tuple[str, ...]) -> dict[str, list[tuple[str,
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
-        raise PrepareError(f"{path} is not a readable zip file ({err}); delete it and run again, "
+        raise UserError(f"{path} is not a readable zip file ({err}); delete it and run again, "
                            "or pass --source with a good copy") from None
     groups = _match(archive.namelist(), classes)
     return {c: [(Path(p).stem, lambda p=p: archive.open(p)) for p in paths] for c, paths in groups.items()}
@@ -112,11 +112,11 @@ def list_images(source: Path, classes: tuple[str, ...], given: bool = True) -> d
     """
     where = f"--source {source}" if given else str(source)
     if not source.exists():
-        raise PrepareError(f"{where}: no such file or folder")
+        raise UserError(f"{where}: no such file or folder")
     groups = _list_folder(source, classes) if source.is_dir() else _list_zip(source, classes)
     missing = [c for c in classes if not groups.get(c)]
     if missing:
-        raise PrepareError(
+        raise UserError(
             f"{where}: found no images for {', '.join(missing)}; expected AFHQ's layout "
             f"afhq/train/<class>/*.jpg with <class> in {', '.join(CLASSES)}"
         )
@@ -151,14 +151,14 @@ def download(url: str, raw_dir: Path) -> Path:
     except Exception as err:  # urllib raises URLError, HTTPError, OSError, socket timeouts ...
         partial.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
-        raise PrepareError(
+        raise UserError(
             f"could not download AFHQ from {url} ({reason}); without internet, attach a copy "
             "(Kaggle: Add Input > 'animal-faces') or pass --source PATH to a folder or zip in "
             "AFHQ's layout (afhq/train/cat/*.jpg)"
         ) from None
     if not zipfile.is_zipfile(partial):
         partial.unlink(missing_ok=True)
-        raise PrepareError(
+        raise UserError(
             f"the download from {url} is not a zip (the host may have sent a web page); download "
             "afhq.zip in a browser and pass --source afhq.zip"
         )
@@ -210,16 +210,12 @@ def convert_class(items: list[tuple[str, Opener]], folder: Path, image_size: int
         print(f"warning: skipped {len(bad)} unreadable {name} image(s): {', '.join(bad[:5])}"
               + (" ..." if len(bad) > 5 else ""))
     if written == 0:
-        raise PrepareError(f"none of the {len(items)} {name} images could be read")
+        raise UserError(f"none of the {len(items)} {name} images could be read")
     return written
 
 
 def build_cache(folder: Path, image_size: int) -> None:
     """Decode the folder once into the uint8 cache beside it, as the trainer would on first use."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import utils  # the repository's utils.py
-
     utils.load_image_folder(folder, image_size)
 
 
@@ -232,7 +228,7 @@ def prepare(source: Path | None, out: Path, classes: tuple[str, ...], image_size
     half-written class where the trainer would read it.
     """
     if image_size < 1:
-        raise PrepareError(f"--image_size must be at least 1, got {image_size}")
+        raise UserError(f"--image_size must be at least 1, got {image_size}")
     train = out / "train"
     manifest_path = train / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -259,16 +255,9 @@ def prepare(source: Path | None, out: Path, classes: tuple[str, ...], image_size
     return counts
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (and exit code 2) instead of usage + message."""
-
-    def error(self, message: str):
-        print(f"error: {message} (see python data/afhq/prepare.py --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLineParser(prog="data/afhq/prepare.py", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=None,
                         help="a folder or zip holding AFHQ (afhq/train/<class>/*.jpg); default: find or download it")
     parser.add_argument("--classes", nargs="+", choices=CLASSES, default=list(CLASSES),
@@ -282,11 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size,
                          url=args.url, force=args.force)
-    except PrepareError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)  # one line and exit code 2, like main.py
         sys.exit(2)
     train = args.out / "train"

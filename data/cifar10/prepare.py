@@ -33,20 +33,20 @@ from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+import utils  # noqa: E402  (the repository's utils.py)
+from utils import CommandLineParser, UserError  # noqa: E402
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCHES = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
 MANIFEST = "prepared.json"
 
 
-class PrepareError(Exception):
-    """A problem the user can fix; main() prints it as one line, without a traceback."""
-
-
 def find_root(source: Path) -> Path:
     """The folder torchvision's CIFAR10 wants as `root`: the one that holds cifar-10-batches-py/."""
     if not source.exists():
-        raise PrepareError(f"--source {source}: no such file or folder")
+        raise UserError(f"--source {source}: no such file or folder")
     if source.is_dir():
         if source.name == BATCHES:
             return source.parent
@@ -55,7 +55,7 @@ def find_root(source: Path) -> Path:
             return candidates[0].parent
         archives = sorted(source.glob(ARCHIVE)) + sorted(source.glob(f"*/{ARCHIVE}"))
         if not archives:
-            raise PrepareError(f"--source {source}: holds neither {BATCHES}/ nor {ARCHIVE}")
+            raise UserError(f"--source {source}: holds neither {BATCHES}/ nor {ARCHIVE}")
         source = archives[0]
     return source  # an archive: unpacked by load()
 
@@ -77,16 +77,16 @@ def load(source: Path | None, raw: Path):
             try:
                 extract_archive(str(root), str(raw))
             except Exception as err:  # tarfile.ReadError, EOFError, OSError ...
-                raise PrepareError(f"--source {root}: could not unpack it ({err})") from None
+                raise UserError(f"--source {root}: could not unpack it ({err})") from None
             root = raw
     try:
         return CIFAR10(root=str(root), train=True, download=download)
     except RuntimeError as err:  # torchvision's "Dataset not found or corrupted" and md5 mismatches
-        raise PrepareError(f"CIFAR-10 in {root / BATCHES}: {err}; delete it and run again, "
+        raise UserError(f"CIFAR-10 in {root / BATCHES}: {err}; delete it and run again, "
                            "or pass --source with a good copy") from None
     except Exception as err:  # urllib's URLError, HTTPError, OSError, socket timeouts ...
         reason = getattr(err, "reason", None) or err
-        raise PrepareError(f"could not download CIFAR-10 ({reason}); without internet, pass --source "
+        raise UserError(f"could not download CIFAR-10 ({reason}); without internet, pass --source "
                            f"PATH to a folder holding {BATCHES}/ or to {ARCHIVE}") from None
 
 
@@ -99,7 +99,7 @@ def prepare(source: Path | None, out: Path, classes: tuple[str, ...], image_size
     the trainer would read it.
     """
     if image_size < 1:
-        raise PrepareError(f"--image_size must be at least 1, got {image_size}")
+        raise UserError(f"--image_size must be at least 1, got {image_size}")
     train = out / "train"
     manifest_path = train / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -126,25 +126,14 @@ def prepare(source: Path | None, out: Path, classes: tuple[str, ...], image_size
             manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
     # The pixels stay 32x32 on disk; the cache holds them at the size the trainer will ask for.
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    import utils  # the repository's utils.py
-
     for c in classes:
         utils.load_image_folder(train / c, image_size)
     return counts
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (and exit code 2) instead of usage + message."""
-
-    def error(self, message: str):
-        print(f"error: {message} (see python data/cifar10/prepare.py --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandLineParser(prog="data/cifar10/prepare.py", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=None,
                         help=f"a folder holding {BATCHES}/, that folder, or {ARCHIVE}; default: download")
     parser.add_argument("--classes", nargs="+", choices=CLASSES, default=list(CLASSES),
@@ -158,10 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size, args.force)
-    except PrepareError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)  # one line and exit code 2, like main.py
         sys.exit(2)
     train = args.out / "train"
