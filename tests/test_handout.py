@@ -47,6 +47,15 @@ def test_handout_holds_what_students_need_and_nothing_else(built):
         assert "__pycache__" not in path and ".pytest_cache" not in path, path  # self-checks left nothing behind
 
 
+def test_readme_keeps_student_sections_and_drops_instructor_only_ones(built):
+    out, _ = built
+    source = (ROOT / "README.md").read_text()
+    handout = (out / "handout" / "README.md").read_text()
+    assert "<!-- instructor-only -->" in source and "## Checking your functions" in source
+    assert "## Checking your functions" in handout and "## Quick start" in handout
+    assert "instructor-only" not in handout and "tools/make_handout.py" not in handout
+
+
 def test_stub_replaces_every_solution_block(built):
     out, _ = built
     stub = (out / "handout" / "diffusion.py").read_text()

@@ -52,6 +52,8 @@ AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "pytest_results.py
 # Solution lines this long must not appear in any handout file (shorter ones, like `return img`,
 # only in diffusion.py: they are too common elsewhere to mean a leak).
 MIN_LEAK_CHARS = 30
+# Markdown between these marker lines (instructor workflow, benchmarks) is left out of the handout.
+INSTRUCTOR_ONLY = re.compile(r"^<!-- instructor-only -->$.*?^<!-- /instructor-only -->\n?", re.S | re.M)
 # ----------------------------------------------------------------------------------------------
 
 TODO = {
@@ -166,6 +168,8 @@ def build_handout(root: Path, out: Path) -> dict[str, list[str]]:
     files = handout_files(root)
     for name in files:
         _copy(root / name, out / name)
+        if name.endswith(".md"):
+            (out / name).write_text(INSTRUCTOR_ONLY.sub("", (root / name).read_text()))
     stub, removed = stub_solution((root / "diffusion.py").read_text())
     (out / "diffusion.py").write_text(stub)
     check_no_leak(out, removed)
