@@ -20,11 +20,12 @@ import argparse
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -44,6 +45,15 @@ class CommandLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UserError(f"{message} (see python {self.prog} --help)")
+
+
+def run_command_line(main: Callable[[], int | None]) -> int:
+    """Run a script's main(): a UserError becomes one line `error: ...` on stderr and exit code 2."""
+    try:
+        return main() or 0
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 # ----------------------------------------------------------------------------------------
 # Data

@@ -44,6 +44,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import utils  # noqa: E402
+
 # The homework's settings: both implementations are measured at exactly these.
 BATCH_SIZE, IMAGE_SIZE, UNET_DIM, UNET_DIM_MULTS, TIME_STEPS = 32, 32, 16, (1, 2, 4, 8), 50
 LEVERS = ["channels_last", "data_on_device", "fused_optimizer", "amp", "compile"]
@@ -376,13 +379,8 @@ def load_average() -> str:
         return "unknown"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage block
-        sys.exit(f"error: {message} (see python bench/bench.py --help)")
-
-
 def main() -> int:
-    p = _Parser(description="Benchmark our trainer against lucidrains' denoising-diffusion-pytorch.")
+    p = utils.CommandLineParser(prog="bench/bench.py", description="Benchmark our trainer against lucidrains' denoising-diffusion-pytorch.")
     p.add_argument("--device", choices=["all", "cpu", "cuda"], default="all", help="all: the CPU, and CUDA when present")
     p.add_argument("--steps", type=int, help="timed steps per block (default 20 on CPU, 200 on CUDA)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 5 on CPU, 20 on CUDA)")
@@ -402,9 +400,6 @@ def main() -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     if args.data is not None:
-        sys.path.insert(0, str(ROOT))
-        import utils
-
         if not args.data.is_dir() or not utils.list_images(args.data):
             p.error(f"--data {args.data} is not a folder of jpg/png images: pass one, e.g. "
                     "--data ../shared/data/cifar10-cat/train/cat, or leave it out for made-up images")
@@ -450,4 +445,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(utils.run_command_line(main))

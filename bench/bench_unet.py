@@ -15,7 +15,6 @@ alike; each figure is the best round. bench/bench.py measures whole training ste
 
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import sys
@@ -27,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import utils  # noqa: E402
 from unet import Unet, count_parameters  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def networks(args) -> dict[str, torch.nn.Module]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = utils.CommandLineParser(prog=f"bench/{Path(__file__).name}", description=__doc__.split("\n")[0])
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--image_size", type=int, default=32)
     p.add_argument("--dim", type=int, default=16)
@@ -62,8 +62,13 @@ def main() -> None:
     p.add_argument("--baseline_unet", type=Path, help="another unet.py to compare (its Unet class)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top operators for ours")
     args = p.parse_args()
+    if min(args.batch_size, args.dim, args.rounds, args.calls, *args.dim_mults) < 1:
+        p.error("--batch_size, --dim, --dim_mults, --rounds and --calls must be at least 1")
+    if args.image_size % 2 ** (len(args.dim_mults) - 1):
+        p.error(f"--image_size {args.image_size} must be a multiple of {2 ** (len(args.dim_mults) - 1)} "
+                f"for {len(args.dim_mults)} levels of --dim_mults")
     if args.baseline_unet and not args.baseline_unet.is_file():
-        sys.exit(f"error: --baseline_unet {args.baseline_unet} does not exist")
+        p.error(f"--baseline_unet {args.baseline_unet} does not exist")
 
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
@@ -124,4 +129,4 @@ def _copy_channels_last(net: torch.nn.Module) -> torch.nn.Module:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(utils.run_command_line(main))

@@ -60,7 +60,7 @@ def load_unet_class(path: Path):
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = utils.CommandLineParser(prog=f"bench/{Path(__file__).name}", description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="a folder of images (e.g. ../shared/data/cifar10-cat/train/cat)")
     p.add_argument("--out", default="results/quality", help="folder for the grids and the loss CSV")
     p.add_argument("--steps", type=int, default=500, help="training steps for each network")
@@ -247,4 +247,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(utils.run_command_line(main))

@@ -87,3 +87,17 @@ def test_bad_data_folder_is_one_clear_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "--data" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script, flags, named", [
+    ("bench_unet.py", ["--dim", "0"], "--dim"),
+    ("bench_unet.py", ["--image_size", "36"], "--image_size 36"),
+    ("compare_quality.py", ["--data", "no/such/folder"], "--data no/such/folder"),
+    ("compare_quality.py", ["--data", ".", "--only", "baseline"], "--baseline_unet"),
+])
+def test_other_bench_scripts_reject_bad_flags_in_one_line(script, flags, named):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *flags], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr

@@ -5,7 +5,22 @@ import math
 import pytest
 import torch
 
-from unet import Attention, Unet, count_parameters, sinusoidal_embedding
+from unet import Attention, ResBlock, Unet, count_parameters, sinusoidal_embedding
+
+
+def trained_a_little(model: Unet) -> Unet:
+    """Three Adam steps on random data, so that no layer is still at its zero initialisation (see unet.py).
+
+    The gradient reaches one zero layer deeper per step: the first step moves the output
+    convolution, the second every ResBlock's last convolution, the third everything before them.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, t = torch.randn(4, model.channels, 16, 16), torch.tensor([0, 10, 20, 30])
+    for _ in range(3):
+        (model(x, t) - torch.randn_like(x)).abs().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -63,14 +78,14 @@ def test_time_embedding_at_t_0_is_zeros_then_ones():
 
 def test_time_step_changes_the_output():
     torch.manual_seed(0)
-    model = Unet(dim=8, dim_mults=(1, 2))
+    model = trained_a_little(Unet(dim=8, dim_mults=(1, 2)))
     x = torch.randn(1, 3, 8, 8).repeat(2, 1, 1, 1)
     out = model(x, torch.tensor([0, 30]))
     assert not torch.allclose(out[0], out[1])
 
 
-def test_bottleneck_and_attention_at_the_lowest_resolution():
-    """A 64x64 input reaches 8x8 after 3 stride-2 downsamplings; attention sees only that."""
+def test_bottleneck_and_attention_at_the_two_lowest_resolutions():
+    """A 64x64 input reaches 8x8 after 3 stride-2 downsamplings; attention sees only 16x16 and 8x8."""
     model = Unet(dim=8, dim_mults=(1, 2, 4, 8))
     seen = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
@@ -78,11 +93,32 @@ def test_bottleneck_and_attention_at_the_lowest_resolution():
     model(torch.randn(2, 3, 64, 64), torch.tensor([1, 2]))
     for hook in hooks:
         hook.remove()
-    assert seen and all(shape == (2, 64, 8, 8) for shape in seen)
+    # down and up at 16x16 (32 channels), the middle at 8x8 (64 channels)
+    assert sorted(seen) == [(2, 32, 16, 16), (2, 32, 16, 16), (2, 64, 8, 8)]
+
+
+def test_untrained_network_is_its_skip_paths():
+    """Zero-initialised last convolutions: every ResBlock returns its skip path, and eps_hat = input_skip(x_t)."""
+    torch.manual_seed(0)
+    model = Unet(dim=8, dim_mults=(1, 2, 4))
+    x = torch.randn(2, 3, 16, 16)
+    blocks_checked = []
+
+    def check(block, inputs, output):
+        torch.testing.assert_close(output, block.skip(inputs[0]))
+        blocks_checked.append(block)
+
+    hooks = [m.register_forward_hook(check) for m in model.modules() if isinstance(m, ResBlock)]
+    out = model(x, torch.tensor([0, 40]))
+    for hook in hooks:
+        hook.remove()
+    assert len(blocks_checked) == 3 + 2 + 3 * 2  # down, middle, up
+    torch.testing.assert_close(out, model.input_skip(x))
 
 
 def test_every_parameter_gets_a_gradient():
-    model = Unet(dim=8, dim_mults=(1, 2, 4))
+    torch.manual_seed(0)
+    model = trained_a_little(Unet(dim=8, dim_mults=(1, 2, 4)))
     model(torch.randn(2, 3, 16, 16), torch.tensor([1, 5])).square().mean().backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, missing
@@ -90,7 +126,7 @@ def test_every_parameter_gets_a_gradient():
 
 def test_channels_last_gives_the_same_result():
     torch.manual_seed(0)
-    model = Unet(dim=8, dim_mults=(1, 2))
+    model = trained_a_little(Unet(dim=8, dim_mults=(1, 2)))
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 4])
     expected = model(x, t)
     model = model.to(memory_format=torch.channels_last)
