@@ -1,6 +1,7 @@
 """Data, images on disk, FID and small helpers for trainer.py and main.py.
 
     UserError            bad input: main.py prints it as one line `error: ...` and exits 2
+    CommandLineParser, run_command_line   argparse whose mistakes are UserErrors; run a script's main()
     make_demo_dataset    the built-in procedural data set (coloured shapes, no download)
     load_image_folder    decode a folder of jpg/png/webp once, cache it as a uint8 tensor
     augment              uint8 batch -> random horizontal flip, scaled to [-1, 1]

@@ -143,7 +143,6 @@ def loop(step):
 
 
 def run_ours(case: dict) -> dict:
-    sys.path.insert(0, str(ROOT))
     from trainer import Trainer
     from unet import count_parameters
 
@@ -173,9 +172,6 @@ def run_lucidrains_loop(case: dict) -> dict:
     """Its Unet + GaussianDiffusion + Adam + EMA in a plain loop, batches drawn from memory like ours."""
     import torch
     from ema_pytorch import EMA
-
-    sys.path.insert(0, str(ROOT))
-    import utils
 
     device = torch.device(case["device"])
     torch.manual_seed(0)
@@ -288,10 +284,7 @@ def lucidrains_cases(device: str) -> list[dict]:
 
 def make_image_folder(root: Path, count: int) -> Path:
     """`count` made-up JPEGs (the demo set's shapes), so both trainers read a real image folder."""
-    sys.path.insert(0, str(ROOT))
     from torchvision.io import write_jpeg
-
-    import utils
 
     folder = root / "images"
     folder.mkdir()
