@@ -42,7 +42,7 @@ import grade  # noqa: E402  (points, and how a test maps to its function)
 # Files git tracks (or new files it does not ignore): top-level files matching HANDOUT_TOP_LEVEL,
 # everything under HANDOUT_DIRS, never anything under NEVER_DIRS or named like NEVER_NAMES.
 HANDOUT_TOP_LEVEL = ("*.py", "*.ipynb", "README.md", "LICENSE*", "requirements.txt", "pytest.ini", ".gitignore")
-HANDOUT_DIRS = ("data",)
+HANDOUT_DIRS = ("data", "web")  # web/: the page serve.py shows
 NEVER_DIRS = ("tools", "tests", "bench", ".ci", ".git")
 NEVER_NAMES = ("*hidden*", "*.pyc", ".diffusion_cache*")
 REQUIRED = ("diffusion.py", "test_diffusion.py", "unet.py", "requirements.txt", "data/reference/public.pt")
