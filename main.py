@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--fid_weights", default=d.fid_weights,
                      help="a local copy of the Inception weights for --fid (otherwise downloaded once)")
     out.add_argument("--sample_batch_size", type=int, default=d.sample_batch_size, help="images sampled at once (grids and FID)")
+    out.add_argument("--sampler", choices=["ancestral", "ddim"], default=d.sampler,
+                     help="sampler for grids and FID: ancestral (Algorithm 2, all T steps) or ddim (fast, ddim.py)")
+    out.add_argument("--sampling_steps", type=int, default=d.sampling_steps,
+                     help="ddim's steps, 1..T (default T); the ancestral sampler always runs T")
+    out.add_argument("--ddim_eta", type=float, default=d.ddim_eta,
+                     help="ddim's noise: 0 deterministic, 1 the ancestral sampler's variance")
     out.add_argument("--log_every", type=int, default=d.log_every,
                      help="read the loss back from the device every this many steps (progress bar, NaN check)")
     out.add_argument("--wandb", action=on_off, default=d.wandb,
@@ -114,6 +120,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--grad_clip must be positive, got {args.grad_clip}")
     if args.dataloader_workers < 0:
         raise UserError(f"--dataloader_workers must be 0 or more, got {args.dataloader_workers}")
+    steps = args.sampling_steps
+    if steps is not None and args.sampler == "ancestral" and steps != args.time_steps:
+        raise UserError(f"--sampling_steps {steps}: the ancestral sampler runs all --time_steps {args.time_steps}; "
+                        "add --sampler ddim to sample in fewer steps")
+    if steps is not None and not 1 <= steps <= args.time_steps:
+        raise UserError(f"--sampling_steps must be between 1 and --time_steps {args.time_steps}, got {steps}")
+    if not 0 <= args.ddim_eta <= 1:
+        raise UserError(f"--ddim_eta must be between 0 and 1, got {args.ddim_eta}")
     if args.fid and args.fid_samples < 2:
         raise UserError(f"--fid_samples must be at least 2 for FID, got {args.fid_samples}")
     return args

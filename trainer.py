@@ -46,6 +46,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 import utils
+from ddim import ddim_sample, ddim_sample_loop
 from diffusion import GaussianDiffusion
 from unet import Unet, count_parameters
 from utils import UserError
@@ -88,6 +89,9 @@ class TrainConfig:
     fid_samples: int = 1000
     fid_weights: str | None = None
     sample_batch_size: int = 250
+    sampler: str = "ancestral"  # or "ddim" (ddim.py), for grids and FID
+    sampling_steps: int | None = None  # ddim's steps; None: all T
+    ddim_eta: float = 0.0
     log_every: int = 25
     wandb: bool | None = None  # None: on if WANDB_PROJECT or WANDB_MODE=online is set
     # device and speed
@@ -335,20 +339,31 @@ class Trainer:
 
     @torch.inference_mode()
     def sample(self, num_images: int) -> torch.Tensor:
-        """[num_images, 3, S, S] in [0, 1]: Algorithm 2 with the EMA weights, --sample_batch_size at a time."""
+        """[num_images, 3, S, S] in [0, 1]: Algorithm 2 (or --sampler ddim) with the EMA weights, in batches."""
         model, size = self.ema.module, self.config.sample_batch_size
         with self._autocast():
-            chunks = [model.sample(min(size, num_images - i)).float() for i in range(0, num_images, size)]
+            chunks = [self._sample_batch(model, min(size, num_images - i)).float() for i in range(0, num_images, size)]
         return torch.cat(chunks)
+
+    def _sample_batch(self, model: GaussianDiffusion, batch_size: int) -> torch.Tensor:
+        """The student's Algorithm 2 (`model.sample`), or DDIM with --sampling_steps and --ddim_eta."""
+        c = self.config
+        if c.sampler == "ddim":
+            return ddim_sample(model, batch_size, c.sampling_steps or model.num_timesteps, c.ddim_eta)
+        return model.sample(batch_size)
 
     @torch.inference_mode()
     def sample_trajectory(self, num_images: int) -> list[torch.Tensor]:
-        """The reverse process x_T, ..., x_0 of a few samples: T + 1 tensors [N, 3, S, S] in [0, 1]."""
+        """The reverse process x_T, ..., x_0 of a few samples: steps + 1 tensors [N, 3, S, S] in [0, 1]."""
         model = self.ema.module
         shape = (num_images, 3, self.config.image_size, self.config.image_size)
         x = model.noise_like(shape, self.device)
         frames = [x]
         with self._autocast():
+            if self.config.sampler == "ddim":
+                ddim_sample_loop(model, x, self.config.sampling_steps or model.num_timesteps, self.config.ddim_eta,
+                                 callback=lambda i, x: frames.append(x.float()))
+                return [((frame.clamp(-1, 1) + 1) / 2).cpu() for frame in frames]
             for t_index in reversed(range(model.num_timesteps)):
                 t = torch.full((num_images,), t_index, device=self.device, dtype=torch.long)
                 x = model.p_sample(x, t, t_index).float()

@@ -159,3 +159,40 @@ def test_unconditional_model_refuses_other_thresholds():
     diffusion = make_diffusion()
     with pytest.raises(ValueError, match="static"):
         ddim_sample(diffusion, batch_size=1, steps=2, threshold="dynamic")
+
+
+# ---------------------------------------------------------------------------------------- main.py's flags
+
+@pytest.mark.parametrize("flags, words", [
+    (["--sampler", "euler"], "--sampler"),
+    (["--sampler", "ddim", "--sampling_steps", "0"], "--sampling_steps must be between 1 and --time_steps 50"),
+    (["--sampler", "ddim", "--sampling_steps", "51"], "--sampling_steps must be between 1 and --time_steps 50"),
+    (["--sampling_steps", "10"], "add --sampler ddim"),
+    (["--sampler", "ddim", "--ddim_eta", "1.5"], "--ddim_eta must be between 0 and 1"),
+])
+def test_bad_sampler_flags_exit_2_with_one_line(flags, words, capsys, tmp_path):
+    import main
+
+    assert main.main([*flags, "--save_folder", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+
+
+def test_trainer_samples_grids_with_ddim(one_thread, tmp_path):
+    from trainer import TrainConfig, Trainer
+
+    config = TrainConfig(image_size=8, unet_dim=8, unet_dim_mults=[1, 2], time_steps=T, demo_images=8, batch_size=4,
+                         device="cpu", channels_last=False, save_folder=str(tmp_path), sampler="ddim",
+                         sampling_steps=4, ddim_eta=0.0)
+    trainer = Trainer(config)
+    try:
+        torch.manual_seed(5)
+        images = trainer.sample(3)
+        torch.manual_seed(5)
+        expected = ddim_sample(trainer.ema.module, 3, steps=4, eta=0.0)
+        torch.testing.assert_close(images, expected)
+        frames = trainer.sample_trajectory(2)
+        assert len(frames) == 4 + 1 and frames[0].shape == (2, 3, 8, 8)
+        assert all(0 <= f.min() and f.max() <= 1 for f in frames)
+    finally:
+        trainer.close()
