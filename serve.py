@@ -369,6 +369,7 @@ def create_app(models: list[DiffusionModel], queue_size: int = 4, max_images: in
                                      f"retry after {busy.retry_after} s",
                                 headers={"Retry-After": str(busy.retry_after)}) from None
         waiting = asyncio.wrap_future(future)
+        waiting.add_done_callback(lambda f: f.cancelled() or f.exception())  # a cancelled job's error is expected
         try:
             while True:
                 done, _ = await asyncio.wait({waiting}, timeout=0.1)

@@ -196,3 +196,23 @@ def test_trainer_samples_grids_with_ddim(one_thread, tmp_path):
         assert all(0 <= f.min() and f.max() <= 1 for f in frames)
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("w, threshold", [(0.0, "static"), (2.0, "dynamic"), (1.0, "none")])
+def test_conditional_eta_one_is_parts_two_ancestral_sampler(one_thread, w, threshold):
+    """The same property for Part 2's ConditionalGaussianDiffusion, with guidance and each threshold."""
+    from diffusion import ConditionalGaussianDiffusion
+
+    torch.manual_seed(6)
+    unet = Unet(dim=8, dim_mults=(1, 2), channels=3, num_classes=3)
+    with torch.no_grad():
+        unet.final.weight.normal_(0, 0.1)
+        unet.label_emb.weight.normal_(0, 1.0)
+    diffusion = ConditionalGaussianDiffusion(unet, image_size=8, num_classes=3, timesteps=T).eval()
+    y = torch.tensor([0, 1, 2, 3])  # 3 is the null label
+    x_T = torch.randn(4, 3, 8, 8)
+    zs = [torch.randn(4, 3, 8, 8) for _ in range(T)]
+    diffusion.noise_like = FixedNoise(zs)
+    ancestral = diffusion.p_sample_loop(x_T.clone(), y, w, threshold)
+    ddim = ddim_sample_loop(diffusion, x_T.clone(), steps=T, eta=1.0, y=y, w=w, threshold=threshold, noise=FixedNoise(zs))
+    torch.testing.assert_close(ddim, ancestral, atol=5e-5, rtol=1e-4)

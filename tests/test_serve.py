@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -23,9 +24,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from torch.optim.swa_utils import AveragedModel
 
 import main as main_py
 import serve
+from diffusion import ConditionalGaussianDiffusion
+from trainer import CHECKPOINT_FORMAT, TrainConfig
+from unet import Unet
 
 ROOT = Path(__file__).resolve().parent.parent
 T = 10  # the tiny model's time steps
@@ -53,6 +58,34 @@ def checkpoint(tmp_path_factory) -> Path:
 def slow_checkpoint(tmp_path_factory) -> Path:
     """T = 1000: a request takes seconds, long enough to fill the queue or to hang up on."""
     return train(tmp_path_factory.mktemp("slow"), 1000)
+
+
+CLASSES = ["airplane", "automobile", "bird"]
+
+
+@pytest.fixture(scope="module")
+def conditional_checkpoint(tmp_path_factory) -> Path:
+    """Part 2's checkpoint layout (main.py's keys plus class_names, args class_cond), built directly."""
+    torch.manual_seed(0)
+    unet = Unet(dim=8, dim_mults=(1, 2), channels=3, num_classes=len(CLASSES))
+    with torch.no_grad():  # untrained but not trivial: undo the zero initialisations, so the label matters
+        for p in unet.parameters():
+            if not p.any():
+                p.normal_(0, 0.1)
+        unet.label_emb.weight.normal_(0, 1.0)
+    diffusion = ConditionalGaussianDiffusion(unet, image_size=8, num_classes=len(CLASSES), timesteps=T)
+    args = {**asdict(TrainConfig(image_size=8, unet_dim=8, unet_dim_mults=[1, 2], time_steps=T)), "class_cond": True}
+    path = tmp_path_factory.mktemp("conditional") / "model.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "step": 7, "args": args, "model": diffusion.state_dict(),
+                "ema": AveragedModel(diffusion, use_buffers=True).state_dict(), "class_names": CLASSES}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def conditional_client(conditional_checkpoint):
+    model = serve.load_model(str(conditional_checkpoint), "cond", torch.device("cpu"))
+    with TestClient(serve.create_app([model])) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +151,56 @@ def test_denoise_gif_has_a_frame_per_step(client):
     assert gif.n_frames == 4 + 1 and gif.size == (8, 8)  # x_T and one frame per step; one image, no padding
     frames = client.post("/api/denoise", json={"seed": 2, "sampler": "ancestral", "format": "json"}).json()["frames"]
     assert len(frames) == T + 1
+
+
+def test_conditional_model_is_listed_with_its_classes(conditional_client):
+    m = conditional_client.get("/api/models").json()[0]
+    assert (m["kind"], m["classes"], m["train_steps"], m["guidance"]) == ("conditional-diffusion", CLASSES, 7, [0.0, 20.0])
+    assert m["thresholds"] == ["none", "static", "dynamic"]
+
+
+def test_conditional_generate_by_class_name_or_index(conditional_client):
+    body = {"n": 2, "seed": 4, "steps": 5, "guidance": 2.0, "threshold": "dynamic"}
+    by_name = conditional_client.post("/api/generate", json={**body, "label": "bird"})
+    assert by_name.status_code == 200, by_name.text
+    assert conditional_client.post("/api/generate", json={**body, "label": 2}).content == by_name.content
+    assert conditional_client.post("/api/generate", json={**body, "label": 0}).content != by_name.content
+    assert conditional_client.post("/api/generate", json={**body, "label": 2, "guidance": 0}).content != by_name.content
+    every_class = conditional_client.post("/api/generate", json={**body, "n": 6})  # one column per class
+    assert decode_png(every_class.content).size == (3 * 8 + 4 * 2, 2 * 8 + 3 * 2)
+
+
+def test_conditional_ancestral_is_ddim_with_eta_one(conditional_client):
+    body = {"n": 3, "seed": 9, "format": "json", "guidance": 1.5, "threshold": "dynamic"}
+    ancestral = pixels(conditional_client.post("/api/generate", json={**body, "sampler": "ancestral"}))
+    eta_one = pixels(conditional_client.post("/api/generate", json={**body, "steps": T, "eta": 1.0}))
+    assert (ancestral - eta_one).abs().max() <= 1
+
+
+CONDITIONAL_BAD_REQUESTS = [
+    ({"label": "cat"}, ["label:", "unknown class 'cat'", "airplane, automobile, bird"]),
+    ({"label": 3}, ["label:", "between 0 and 2"]),
+    ({"label": -1}, ["label:", "between 0 and 2"]),
+    ({"guidance": -0.5}, ["guidance:", "between 0.0 and 20.0"]),
+    ({"guidance": 25}, ["guidance:", "between 0.0 and 20.0"]),
+    ({"threshold": "soft"}, ["threshold:", "none, static, dynamic"]),
+]
+
+
+@pytest.mark.parametrize("body, words", CONDITIONAL_BAD_REQUESTS, ids=[json.dumps(r[0]) for r in CONDITIONAL_BAD_REQUESTS])
+def test_conditional_bad_input_names_the_field_and_range(conditional_client, body, words):
+    reply = conditional_client.post("/api/generate", json=body)
+    assert reply.status_code == 422, reply.text
+    for word in words:
+        assert word in reply.json()["detail"], reply.json()["detail"]
+
+
+def test_the_animation_ends_on_the_grids_first_image(client):
+    body = {"seed": 11, "steps": 6, "format": "json"}
+    first = pixels(client.post("/api/generate", json={**body, "n": 4}))[0]
+    frames = client.post("/api/denoise", json=body).json()["frames"]
+    last = torch.tensor(list(decode_png(base64.b64decode(frames[-1])).getdata())).float()
+    assert (first - last).abs().max() <= 1
 
 
 BAD_REQUESTS = [  # (path, body, status, words the message must contain)
@@ -392,5 +475,5 @@ def test_web_page_generate_shows_images(checkpoint, tmp_path):
     assert high - low > 100, "the screenshot is blank"
     box = [round(v * scale) for v in (rect["x"], rect["y"], rect["x"] + rect["width"], rect["y"] + rect["height"])]
     grid = page.crop(box)
-    assert grid.size[0] >= 4 * 42 - 2, grid.size  # shown 4x larger than the 42-pixel grid
+    assert grid.size[0] >= 400, grid.size  # the 42-pixel grid is shown about 440 pixels wide
     assert len(set(grid.getdata())) > 20, "the generated grid is (nearly) one colour in the screenshot"
