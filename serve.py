@@ -200,7 +200,75 @@ class ConditionalModel(DiffusionModel):
         return labels, guidance
 
 
-def load_model(path: str, name: str, device: torch.device) -> DiffusionModel:
+class EnergyModelServed:
+    """Part 3's EnergyModel: Langevin chains from uniform noise (energy.py), `steps` Langevin steps."""
+
+    kind = "ebm"
+    max_steps = 1000
+
+    def __init__(self, name: str, ebm, train_steps: int):
+        self.name, self.ebm, self.train_steps, self.classes = name, ebm.eval(), train_steps, None
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "image_size": self.ebm.image_size, "channels": self.ebm.channels,
+                "classes": None, "train_steps": self.train_steps, "timesteps": None,
+                "samplers": {"langevin": {"steps": [1, self.max_steps]}}, "default_sampler": "langevin",
+                "default_steps": self.ebm.sample_steps, "thresholds": [], "guidance": None}
+
+    def check(self, request: GenerateRequest, max_images: int) -> Params:
+        check_range("n", request.n, 1, max_images)
+        check_range("seed", request.seed, 0, MAX_SEED)
+        if (request.sampler or "langevin") != "langevin":
+            raise FieldError("sampler", f"model {self.name!r} is an energy-based model: its sampler is langevin, "
+                                        f"got {request.sampler!r}")
+        steps = self.ebm.sample_steps if request.steps is None else request.steps
+        check_range("steps", steps, 1, self.max_steps)
+        for field in ("label", "guidance", "threshold"):
+            if getattr(request, field) is not None:
+                raise FieldError(field, f"model {self.name!r} is an energy-based model: leave {field} out")
+        if request.eta != 0:
+            raise FieldError("eta", f"model {self.name!r} is an energy-based model: leave eta out")
+        return Params(request.n, request.seed, None, 0.0, "none", "langevin", steps, 0.0)
+
+    def sample(self, p: Params, on_step: Callable[[torch.Tensor], None]) -> torch.Tensor:
+        """Images [n, C, H, W] in [0, 1]; on_step(x) sees the uniform start and every Langevin step."""
+        m = self.ebm
+        generator = torch.Generator().manual_seed(p.seed)
+        x = (torch.rand((p.n, m.channels, m.image_size, m.image_size), generator=generator) * 2 - 1).to(m.device)
+        on_step(x)
+        m.noise_like = lambda shape, device: torch.randn(tuple(shape), generator=generator).to(device)
+        try:
+            for _ in range(p.steps):
+                x = m.langevin_step(x)  # takes grad_x E(x) itself, with the weights frozen (requires_grad off)
+                on_step(x)
+        finally:
+            del m.noise_like
+        return ((x.clamp(-1, 1) + 1) / 2).float().cpu()
+
+
+def load_energy_model(args: dict, ema: dict, step: int, path: str, name: str, device: torch.device):
+    try:  # imported here: a handout without Part 3 has no energy.py
+        from energy import EnergyModel, EnergyNet
+    except ImportError:
+        raise utils.UserError(f"--load_path {path} holds Part 3's energy-based model, but energy.py is not here") from None
+    ebm = EnergyModel(EnergyNet(channels=3, dim=args["energy_dim"]), image_size=args["image_size"], channels=3,
+                      step_size=args["step_size"], noise_scale=args["noise_scale"], langevin_steps=args["langevin_steps"],
+                      alpha=args["alpha"], buffer_size=args["buffer_size"], sample_steps=args["sample_steps"])
+    load_weights(ebm, ema, path)
+    ebm.requires_grad_(False)  # Langevin needs grad_x only
+    return EnergyModelServed(name, ebm.to(device), step)
+
+
+def load_weights(module: torch.nn.Module, ema: dict, path: str) -> None:
+    """The EMA weights (AveragedModel's keys start with "module.")."""
+    weights = {key.removeprefix("module."): value for key, value in ema.items() if key.startswith("module.")}
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as error:
+        raise utils.UserError(f"--load_path {path} does not fit the network its flags describe ({str(error)[:200]})") from None
+
+
+def load_model(path: str, name: str, device: torch.device) -> DiffusionModel | EnergyModelServed:
     """Read a main.py checkpoint safely and wrap it in the adapter for its kind (EMA weights)."""
     if not Path(path).is_file():
         raise utils.UserError(f"--load_path {path} does not exist: pass a model.pt that main.py wrote")
@@ -210,8 +278,9 @@ def load_model(path: str, name: str, device: torch.device) -> DiffusionModel:
     except Exception as error:  # noqa: BLE001 (unpickling raises many types)
         raise utils.UserError(f"--load_path {path} is not a checkpoint written by main.py ({type(error).__name__}): "
                               "pass a model.pt that main.py wrote") from None
-    if args.get("model", "diffusion") != "diffusion":
-        raise utils.UserError(f"--load_path {path} holds a {args['model']!r} model, which serve.py cannot serve yet")
+    step = int(checkpoint.get("step", 0))
+    if args.get("model", "diffusion") == "ebm":
+        return load_energy_model(args, ema, step, path, name, device)
     classes = checkpoint.get("class_names") if args.get("class_cond") else None
     unet_options = {"num_classes": len(classes)} if classes else {}
     unet = Unet(dim=args["unet_dim"], dim_mults=tuple(args["unet_dim_mults"]), channels=3, **unet_options)
@@ -222,13 +291,8 @@ def load_model(path: str, name: str, device: torch.device) -> DiffusionModel:
                                                  channels=3, timesteps=args["time_steps"])
     else:
         diffusion = GaussianDiffusion(unet, image_size=args["image_size"], channels=3, timesteps=args["time_steps"])
-    weights = {key.removeprefix("module."): value for key, value in ema.items() if key.startswith("module.")}
-    try:
-        diffusion.load_state_dict(weights)
-    except RuntimeError as error:
-        raise utils.UserError(f"--load_path {path} does not fit the network its flags describe ({str(error)[:200]})") from None
+    load_weights(diffusion, ema, path)
     diffusion.to(device)
-    step = int(checkpoint.get("step", 0))
     return ConditionalModel(name, diffusion, step, classes) if classes else DiffusionModel(name, diffusion, step)
 
 
@@ -324,7 +388,7 @@ def b64(data: bytes) -> str:
 
 # ---------------------------------------------------------------------------------------- the app
 
-def create_app(models: list[DiffusionModel], queue_size: int = 4, max_images: int = 64) -> FastAPI:
+def create_app(models: list[DiffusionModel | EnergyModelServed], queue_size: int = 4, max_images: int = 64) -> FastAPI:
     """The FastAPI app serving `models` (tests build it directly; `main` runs it with uvicorn)."""
     by_name = {m.name: m for m in models}
     worker = Worker(queue_size)
