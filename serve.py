@@ -16,6 +16,10 @@ One worker thread samples, one request at a time; at most --queue_size requests 
 full queue answers 503 with Retry-After. A client that disconnects stops its request at the next
 sampling step. The same seed and fields give the same bytes. Checkpoints are read with
 torch.load(weights_only=True), so a downloaded file cannot run code.
+
+One program in one file, in sections: the request fields; the models, one small adapter per kind
+(Part 1's diffusion, Part 2's conditional one, Part 3's energy-based model); the work queue; images;
+the app; the command line.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the images the checkpoint was trained on (its --data_path/--data_class, or the d
   * with --fid_weights (the Inception file from utils.INCEPTION_URL): FID, through the same code
     as main.py --fid;
   * without it (no internet, no weights): a PIXEL FRECHET DISTANCE, the Frechet distance between
-    Gaussians fitted to 8x8-average-pooled pixels (192 numbers per image). It is NOT FID and its
+    Gaussians fitted to 4x4-average-pooled pixels (48 numbers per image). It is NOT FID and its
     values are not comparable with published FIDs; it only ranks samplers of one model against
     the same real images (lower is closer).
 
@@ -35,12 +35,12 @@ from ddim import ddim_sample  # noqa: E402
 
 
 class PooledPixels(nn.Module):
-    """uint8 [B, 3, H, W] -> [B, 192]: the image averaged down to 8x8, in [0, 1]. Not Inception."""
+    """uint8 [B, 3, H, W] -> [B, 48]: the image averaged down to 4x4, in [0, 1]. Not Inception."""
 
-    num_features = 192
+    num_features = 48
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(x.float() / 255, 8).flatten(1)
+        return F.adaptive_avg_pool2d(x.float() / 255, 4).flatten(1)
 
 
 def real_images(args: dict) -> torch.Tensor:

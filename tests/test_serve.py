@@ -477,3 +477,23 @@ def test_web_page_generate_shows_images(checkpoint, tmp_path):
     grid = page.crop(box)
     assert grid.size[0] >= 400, grid.size  # the 42-pixel grid is shown about 440 pixels wide
     assert len(set(grid.getdata())) > 20, "the generated grid is (nearly) one colour in the screenshot"
+
+
+# ---------------------------------------------------------------------------------------- the bench scripts
+
+def test_bench_scripts_run_end_to_end(checkpoint):
+    """bench/bench_serve.py and bench/ddim_tradeoff.py on the tiny model, tiny settings (so they cannot rot)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    load = subprocess.run([sys.executable, "bench/bench_serve.py", "--load_path", str(checkpoint), "--clients", "1", "2",
+                           "--requests", "2", "--seconds", "20"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=280, check=False)
+    assert load.returncode == 0, load.stderr
+    rows = [line for line in load.stdout.splitlines() if line.startswith("| DDIM") or line.startswith("| ancestral")]
+    assert len(rows) == 4 and all(row.split("|")[3].strip() == "2" for row in rows), load.stdout  # 2 answers each
+    quality = subprocess.run([sys.executable, "bench/ddim_tradeoff.py", "--load_path", str(checkpoint), "--samples", "64",
+                              "--ddim_steps", "2", "5"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
+                             check=False)
+    assert quality.returncode == 0, quality.stderr
+    assert "pixel Frechet distance (NOT FID)" in quality.stdout
+    assert [line.split("|")[1].strip() for line in quality.stdout.splitlines() if line.startswith("| ") and "steps" in line] == \
+           ["DDIM, 2 steps, eta 0", "DDIM, 5 steps, eta 0", f"ancestral, {T} steps"]
