@@ -58,7 +58,7 @@ def clip_x0(diffusion: nn.Module, x0_hat: torch.Tensor, threshold: str) -> torch
         return diffusion.threshold(x0_hat, threshold)
     if threshold != "static":
         raise ValueError(f"an unconditional GaussianDiffusion clamps x0_hat statically; got threshold {threshold!r}")
-    return x0_hat.clamp(-1.0, 1.0)
+    return x0_hat.clamp(min=-1.0, max=1.0)  # Part 1 clamps x0_hat to the data range
 
 
 @torch.no_grad()
