@@ -17,7 +17,6 @@ This is a manual quality check for the README, not a test: it needs real images 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
