@@ -19,6 +19,11 @@ functions it came from, and a function that changes torch's global settings fail
 `fake_gpu()` runs an observation on a stand-in GPU (torch's FakeTensorMode: tensors that have a
 device and a shape but no values), so a tensor created without `device=` shows up on a CPU-only
 machine as it would on Colab: as an operation that mixes two devices.
+
+A new part's test file follows test_diffusion.py: `register(__file__, FUNCTIONS, hints)`, the
+student's class from `import_student`, tests parametrized over `case` (named test_<function>:
+that function's reference cases) or over settings, observations that return plain data, and
+failures through `fail(lines, blame)`. The grader then needs one row in its table of parts.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import logging
 import os
 import re
 import signal
@@ -130,13 +136,16 @@ def import_student(module_name: str, attribute: str):
     """`module_name.attribute` from your file; if the file cannot be imported, one line saying where."""
     if SANDBOX is not None:
         return RemoteClass(module_name, attribute, SANDBOX)
+    problem = None
     try:
         module = importlib.import_module(module_name)
     except BaseException as error:  # a syntax error, or anything raised at import
-        pytest.exit(describe_import_error(module_name, error), returncode=1)
-    if not hasattr(module, attribute):
-        pytest.exit(f"{module_name}.py has no {attribute}: keep the class name of the handout's {module_name}.py",
-                    returncode=1)
+        problem = describe_import_error(module_name, error)
+    else:
+        if not hasattr(module, attribute):
+            problem = f"{module_name}.py has no {attribute}: keep the class name of the handout's {module_name}.py"
+    if problem:  # pytest shows just this line, once, as the test file's collection error
+        raise pytest.fail.Exception(problem, pytrace=False)
     return getattr(module, attribute)
 
 
@@ -374,12 +383,15 @@ def fake_gpu() -> Iterator[torch.device]:
     """Inside: tensors have devices and shapes but no values, and "cuda" exists even without a GPU.
     An operation on tensors of two devices raises as on a real GPU."""
     global _fake_depth
+    log = logging.getLogger("torch._subclasses.fake_tensor")  # it prints a stack for every failed operation
+    level, log.level = log.level, logging.CRITICAL
     _fake_depth += 1
     try:
         with FakeTensorMode():
             yield FAKE_GPU
     finally:
         _fake_depth -= 1
+        log.setLevel(level)
 
 
 def is_fake_mode() -> bool:
