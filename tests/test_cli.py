@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import main
+import utils
 
-import main  # noqa: E402
-import utils  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 HOMEWORK_FLAGS = ["--data_path", "--data_class", "--image_size", "--batch_size", "--time_steps", "--unet_dim",
                   "--unet_dim_mults", "--learning_rate", "--train_steps", "--save_and_sample_every", "--save_folder",
@@ -58,7 +57,7 @@ BAD_INPUT = [
     (["--save_folder", "{tmp}/notes.txt/results"], ["--save_folder", "not writable"]),
     (["--load_path", "{tmp}/missing.pt"], ["--load_path", "does not exist"]),
     (["--load_path", "{tmp}/notes.txt"], ["--load_path", "not a checkpoint"]),
-    (["--load_path", "{tmp}/other.pt"], ["--load_path", "not a checkpoint written by main.py"]),
+    (["--load_path", "{tmp}/other.pt"], ["--load_path", "not a checkpoint written by training"]),
     (["--fid_weights", "{tmp}/missing.pth", "--fid"], ["--fid_weights", "does not exist"]),
     (["--fid", "--fid_samples", "1"], ["--fid_samples", "at least 2"]),
     (["--ema_decay", "1.5"], ["--ema_decay"]),
