@@ -39,8 +39,9 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -139,7 +140,7 @@ def import_student(module_name: str, attribute: str):
     problem = None
     try:
         module = importlib.import_module(module_name)
-    except BaseException as error:  # a syntax error, or anything raised at import
+    except BaseException as error:  # noqa: BLE001 - a syntax error, or anything raised at import
         problem = describe_import_error(module_name, error)
     else:
         if not hasattr(module, attribute):
@@ -243,7 +244,7 @@ def call(name: str, fn: Callable, *args, **kwargs):
             result = fn(*args, **kwargs)
     except KeyboardInterrupt:
         raise
-    except BaseException as error:  # any bug in student code becomes a readable failure
+    except BaseException as error:  # noqa: BLE001 - any bug in student code becomes a readable failure
         reset_torch_state()
         _explain(name, error)
     after = _torch_state()
@@ -330,11 +331,11 @@ def plain(value):
     if hasattr(value, "__index__") and not isinstance(value, torch.Tensor):
         try:
             return int(value.__index__())
-        except Exception:  # an odd object: described below
+        except Exception:  # noqa: BLE001 - an odd object: described below
             pass
     try:
         text = repr(value)[:200]
-    except Exception:
+    except Exception:  # noqa: BLE001 - a repr that raises
         text = "?"
     return Unknown(type(value).__name__, text)
 

@@ -666,7 +666,8 @@ def bind(function: str, names: tuple[str, ...], args, kwargs) -> dict:
     try:
         return signature.bind(*args, **kwargs).arguments
     except TypeError as error:
-        raise GradingError(f"{function} was called with the wrong arguments ({error}); call it as {function}({', '.join(names)})")
+        raise GradingError(f"{function} was called with the wrong arguments ({error}); "
+                           f"call it as {function}({', '.join(names)})") from None
 
 
 def images(config: dict, seed: int) -> torch.Tensor:
