@@ -518,7 +518,7 @@ class Memo:
 
 
 # ----------------------------------------------------------------------------
-# Running a test module's checks without pytest (the grader, tools/ and tests/ use this)
+# Running a test module's checks without pytest (for the grader and the instructors' scripts)
 # ----------------------------------------------------------------------------
 
 
