@@ -216,3 +216,22 @@ def test_conditional_eta_one_is_parts_two_ancestral_sampler(one_thread, w, thres
     ancestral = diffusion.p_sample_loop(x_T.clone(), y, w, threshold)
     ddim = ddim_sample_loop(diffusion, x_T.clone(), steps=T, eta=1.0, y=y, w=w, threshold=threshold, noise=FixedNoise(zs))
     torch.testing.assert_close(ddim, ancestral, atol=5e-5, rtol=1e-4)
+
+
+def test_conditional_trainer_samples_grids_with_ddim(one_thread, tmp_path):
+    from trainer import ConditionalTrainer, TrainConfig
+
+    config = TrainConfig(image_size=8, unet_dim=8, unet_dim_mults=[1, 2], time_steps=T, demo_images=8, batch_size=4,
+                         device="cpu", channels_last=False, save_folder=str(tmp_path), class_cond=True,
+                         sampler="ddim", sampling_steps=3, ddim_eta=0.0)
+    trainer = ConditionalTrainer(config)
+    try:
+        y = torch.tensor([0, 1])
+        torch.manual_seed(5)
+        images = trainer.sample_classes(y, 2.0, "dynamic")
+        torch.manual_seed(5)
+        expected = ddim_sample(trainer.ema.module, 2, steps=3, eta=0.0, y=y, w=2.0, threshold="dynamic")
+        torch.testing.assert_close(images, expected)
+        assert len(trainer.sample_trajectory(2)) == 3 + 1
+    finally:
+        trainer.close()
