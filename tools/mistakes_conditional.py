@@ -2,7 +2,7 @@
 
 Each mistake is a wrong version of one student function. `detect` says how the tests recognise it:
 "output": its output on the reference inputs is stored in the reference file, and a student whose
-output equals it is told `title` and `why`; "spy": a spy test catches it, and its message contains
+output equals it is told `title` and `why`; "message": a check catches it (a spy, a stand-in), and its message contains
 `expect`. tests/test_conditional_fairness.py checks that every mistake here fails its own function's
 tests with that message, and that the correct variants in ALTERNATIVES pass every test.
 """
@@ -84,7 +84,7 @@ def _(self, y):
 
 @mistake("drop_labels.one_decision", "drop_labels", "one dropout decision for the whole batch",
          f"{DROP}: one u per example (shape [B]), so that each label is dropped independently.",
-         "spy", "one number per example")
+         "message", "one number per example")
 def _(self, y):
     u = self.uniform_like((1,), y.device)
     return _null(self, y) if bool(u[0] < self.p_uncond) else y.clone()
@@ -105,14 +105,14 @@ def _(self, y):
 
 
 @mistake("drop_labels.rand", "drop_labels", "the uniform numbers drawn with torch.rand instead of uniform_like",
-         f"{DROP}: uniform_like is the seam the grader uses to fix the dropout.", "spy", "never called self.uniform_like")
+         f"{DROP}: uniform_like is the seam the grader uses to fix the dropout.", "message", "never called self.uniform_like")
 def _(self, y):
     u = torch.rand(y.shape, device=y.device)
     return torch.where(u < self.p_uncond, _null(self, y), y)
 
 
 @mistake("drop_labels.in_place", "drop_labels", "the labels changed in place",
-         f"{DROP}, in a new tensor: y[mask] = K also changes the caller's labels.", "spy", "changed the labels it was given")
+         f"{DROP}, in a new tensor: y[mask] = K also changes the caller's labels.", "message", "changed the labels it was given")
 def _(self, y):
     u = self.uniform_like(y.shape, y.device)
     y[u < self.p_uncond] = self.null_label
@@ -127,13 +127,13 @@ LOSS = "loss = mean |noise - model(x_t, t, y)| with x_t = q_sample(x_0, t, noise
 
 
 @mistake("p_losses.no_label", "p_losses", "the network called without the labels",
-         f"{LOSS}: the conditional network needs y.", "spy", "without the labels y")
+         f"{LOSS}: the conditional network needs y.", "message", "without the labels y")
 def _(self, x_0, t, noise, y):
     return F.l1_loss(self.model(self.q_sample(x_0, t, noise), t), noise)
 
 
 @mistake("p_losses.drops_again", "p_losses", "labels dropped again inside p_losses",
-         f"{LOSS}, with y as given: forward drops the labels once, before p_losses.", "spy", "p_losses called uniform_like")
+         f"{LOSS}, with y as given: forward drops the labels once, before p_losses.", "message", "p_losses called uniform_like")
 def _(self, x_0, t, noise, y):
     return F.l1_loss(self.model(self.q_sample(x_0, t, noise), t, self.drop_labels(y)), noise)
 
@@ -145,7 +145,7 @@ def _(self, x_0, t, noise, y):
 
 @mistake("forward.no_dropout", "forward", "the labels passed to p_losses without dropping them",
          "forward passes p_losses the labels from self.drop_labels(y): without dropout the network never "
-         "learns the unconditional prediction that guidance needs.", "spy", "without dropping them")
+         "learns the unconditional prediction that guidance needs.", "message", "without dropping them")
 def _(self, x_0, y, noise=None):
     y = self.check_labels(y, x_0.device)
     t = torch.randint(0, self.num_timesteps, (x_0.shape[0],), device=x_0.device)
@@ -153,7 +153,7 @@ def _(self, x_0, y, noise=None):
 
 
 @mistake("forward.one_t_per_batch", "forward", "one t for the whole batch",
-         "one t per example: t has shape [B], as in Part 1.", "spy", "the same t")
+         "one t per example: t has shape [B], as in Part 1.", "message", "the same t")
 def _(self, x_0, y, noise=None):
     y = self.check_labels(y, x_0.device)
     t = torch.randint(0, self.num_timesteps, (1,), device=x_0.device).expand(x_0.shape[0])
@@ -161,7 +161,7 @@ def _(self, x_0, y, noise=None):
 
 
 @mistake("forward.ignores_noise", "forward", "the given noise ignored",
-         "eps = noise when it is given, else noise_like(...), as in Part 1.", "spy", "ignored the noise")
+         "eps = noise when it is given, else noise_like(...), as in Part 1.", "message", "ignored the noise")
 def _(self, x_0, y, noise=None):
     y = self.check_labels(y, x_0.device)
     t = torch.randint(0, self.num_timesteps, (x_0.shape[0],), device=x_0.device)
@@ -218,7 +218,7 @@ def _(self, x, t, y, w):
 
 @mistake("guided_noise.drops_labels", "guided_noise", "label dropout applied at sampling time",
          f"{CFG}: label dropout (drop_labels) is for training only; sampling uses y and the null label as they are.",
-         "spy", "dropout is for training only")
+         "message", "dropout is for training only")
 def _(self, x, t, y, w):
     eps_c, eps_u = _both(self, x, t, self.drop_labels(y))
     return (1 + w) * eps_c - w * eps_u
@@ -303,8 +303,8 @@ def _step(self, x, t, t_index, y, w, threshold, *, eps=None, x0=None, after=None
     raw = (x_in - extract(self.sqrt_one_minus_alphas_cumprod, t, x.shape) * eps) / extract(self.sqrt_alphas_cumprod, t, x.shape)
     x0_hat = self.threshold(raw, threshold) if x0 is None else x0(self, raw, x, threshold)
     mean = extract(self.posterior_mean_coef_x0, t, x.shape) * x0_hat + extract(self.posterior_mean_coef_xt, t, x.shape) * x
-    if t_index == 0 and not last_noise:
-        out = mean
+    if t_index == 0:
+        out = mean + (1 - extract(self.alphas, t, x.shape)).sqrt() * self.noise_like(x.shape, x.device) if last_noise else mean
     else:
         out = mean + extract(self.posterior_variance, t, x.shape).sqrt() * self.noise_like(x.shape, x.device)
     return after(self, out, threshold) if after else out
@@ -319,26 +319,26 @@ def _p_sample_mistake(key, title, why, detect="output", expect="", **switches):
 
 _p_sample_mistake("p_sample.thresholds_x_t", "x_t thresholded instead of x0_hat",
                   f"{STEP}: thresholding keeps the predicted clean image in range; x_t is noisy and is meant "
-                  "to reach beyond [-1, 1].", "spy", "threshold was given x_t",
+                  "to reach beyond [-1, 1].", "message", "threshold was given x_t",
                   x0=lambda self, raw, x, method: raw + 0 * self.threshold(x, method))
 _p_sample_mistake("p_sample.clips_x_prev", "x_{t-1} thresholded instead of x0_hat",
                   f"{STEP}: clipping x_{{t-1}} cuts off the noise the next steps need; threshold x0_hat before the mean.",
-                  "spy", "threshold was given something other than x0_hat",
+                  "message", "threshold was given something other than x0_hat",
                   x0=lambda self, raw, x, method: raw, after=lambda self, out, method: self.threshold(out, method))
 _p_sample_mistake("p_sample.no_guidance", "the network called directly instead of guided_noise",
-                  f"{STEP}: without guided_noise, w has no effect.", "spy", "never called self.guided_noise",
+                  f"{STEP}: without guided_noise, w has no effect.", "message", "never called self.guided_noise",
                   eps=lambda self, x, t, y, w: self.model(x, t, y))
 _p_sample_mistake("p_sample.static_clamp", "x0_hat clamped as in Part 1 instead of thresholded with the chosen method",
-                  f"{STEP}: threshold(x0_hat, threshold) applies the method asked for.", "spy", "never called self.threshold",
+                  f"{STEP}: threshold(x0_hat, threshold) applies the method asked for.", "message", "never called self.threshold",
                   x0=lambda self, raw, x, method: raw.clamp(-1, 1))
 _p_sample_mistake("p_sample.w_dropped", "guided_noise called with w = 0 instead of the given w",
-                  f"{STEP}: pass p_sample's own w on.", "spy", "guided_noise got w =",
+                  f"{STEP}: pass p_sample's own w on.", "message", "guided_noise got w =",
                   eps=lambda self, x, t, y, w: self.guided_noise(x, t, y, 0.0))
 _p_sample_mistake("p_sample.noise_at_last_step", "noise added at the last step",
-                  "At t_index = 0 the step returns the mean alone, as in Part 1.", last_noise=True)
+                  "At t_index = 0 the step returns the mean alone, as in Part 1 (no sqrt(beta_t) z term).", last_noise=True)
 
 
-def _loop_mistake(key, title, why, detect="spy", expect="", order=None, keep=("y", "w", "threshold")):
+def _loop_mistake(key, title, why, detect="message", expect="", order=None, keep=("y", "w", "threshold")):
     def p_sample_loop(self, img, y, w=0.0, threshold="static"):
         x = img
         steps = order(self.num_timesteps) if order else range(self.num_timesteps - 1, -1, -1)
@@ -365,7 +365,7 @@ _loop_mistake("p_sample_loop.forwards", "time running forwards", f"{LOOP}: the r
 SAMPLE = "images = (p_sample_loop(x_T, y, w, threshold) + 1) / 2 with x_T = noise_like((len(y), C, H, W), device)"
 
 
-def _sample_mistake(key, title, why, detect="spy", expect="", shape=None, finish=None, keep=("w", "threshold")):
+def _sample_mistake(key, title, why, detect="message", expect="", shape=None, finish=None, keep=("w", "threshold")):
     def sample(self, y, w=0.0, threshold="static"):
         y = self.check_labels(y, self.device)
         size = (y.shape[0] if shape is None else shape(self, y), self.channels, self.image_size, self.image_size)
