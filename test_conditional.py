@@ -342,7 +342,7 @@ def check_reference(diffusion_class, case: dict) -> None:
     if problem is not None:
         lines = [f"{label}: {problem}"]
         if function == "p_sample" and not seen["spy_calls"]["guided_noise"]:
-            lines.append("p_sample never called self.guided_noise: get eps_bar = self.guided_noise(x, t, y, w) "
+            lines.append("p_sample never called self.guided_noise: eps_bar comes from self.guided_noise(x, t, y, w) "
                          "(calling the model directly ignores w)")
         if function == "p_sample" and not seen["spy_calls"]["threshold"]:
             lines.append("p_sample never called self.threshold: x0_hat = self.threshold(x0_hat, threshold) applies the "
@@ -787,7 +787,7 @@ def spy_guidance_and_threshold(diffusion, case: dict) -> dict:
             got = bound[name]
             if not (isinstance(got, torch.Tensor) and got.shape == given.shape and torch.equal(got.cpu(), given)):
                 raise GradingError(f"called guided_noise with another {name} than p_sample's own; "
-                                   "eps_bar = self.guided_noise(x, t, y, w)")
+                                   "eps_bar comes from self.guided_noise(x, t, y, w)")
         if bound["w"] != w:
             raise GradingError(f"guided_noise got w = {bound['w']!r}; pass p_sample's own w ({w})")
         return case["guided_noise_returns"].to(DEVICE, copy=True)
@@ -801,7 +801,7 @@ def spy_guidance_and_threshold(diffusion, case: dict) -> dict:
                                f"({method!r})")
         if not close(got, wanted):
             if not counts["guided_noise"]:
-                raise GradingError("p_sample never called self.guided_noise: get eps_bar = self.guided_noise(x, t, y, w) "
+                raise GradingError("p_sample never called self.guided_noise: eps_bar comes from self.guided_noise(x, t, y, w) "
                                    "(calling the model directly ignores w)")
             if isinstance(got, torch.Tensor) and got.shape == x.shape and close(got, x):
                 raise GradingError("threshold was given x_t; threshold the predicted x0_hat = (x_t - sqrt(1 - abar_t) "

@@ -69,7 +69,8 @@ PARTS = {
     2: Part(2, "ConditionalGaussianDiffusion", "test_conditional.py", "data/reference/public_conditional.pt",
             "tools/reference/hidden_conditional.pt"),
 }
-DEFAULT_PARTS = (1,)
+DEFAULT_PARTS = (1, 2)  # every part
+MAKE_REFERENCE = {1: "make_reference.py", 2: "make_reference_conditional.py"}  # the tools/ script of each part
 PART_BANNER = re.compile(r"^# Part (\d+):")
 
 # ---- what a student gets, in one place --------------------------------------------------------
@@ -283,9 +284,11 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
 
 
 def build_autograder(root: Path, handout: Path, out: Path, hidden: Path) -> None:
-    """Gradescope's folder: the grader, every part's tests and hidden reference, the provided files."""
-    if not hidden.is_file():
-        raise HandoutError(f"{hidden} is missing: run python tools/make_reference.py --hidden")
+    """Gradescope's folder: the grader, the tests and hidden reference of every part in the handout, the
+    provided files. `hidden` is the folder of the hidden references."""
+    for part in PARTS.values():
+        if (handout / part.tests).is_file() and not (root / part.hidden).is_file():
+            raise HandoutError(f"{part.hidden} is missing: run python tools/{MAKE_REFERENCE[part.number]} --hidden")
     for name in AUTOGRADER_FILES:
         _copy(AUTOGRADER_SOURCE / name, out / name)
     _copy(handout / "requirements.txt", out / "student_requirements.txt")  # what setup.sh installs for imports
@@ -295,7 +298,7 @@ def build_autograder(root: Path, handout: Path, out: Path, hidden: Path) -> None
         if not (handout / f"{part.tests}.py").is_file():
             continue  # a part not in this repository yet
         _copy(handout / f"{part.tests}.py", out / f"{part.tests}.py")
-        _copy(hidden.parent / part.reference, out / "reference" / part.reference)
+        _copy(hidden / part.reference, out / "reference" / part.reference)
         for public in part.public:
             _copy(handout / public, out / public)
         student_files |= set(part.student_files)
@@ -323,18 +326,18 @@ def _clean_env(**extra) -> dict:
     return dict(env, PYTHONDONTWRITEBYTECODE="1", **extra)
 
 
-def run_handout_tests(tree: Path, autograder: Path) -> list[dict]:
-    """`pytest test_diffusion.py` in a handout tree, as a student runs it; each test's outcome."""
+def run_handout_tests(tree: Path, tests: str = "test_diffusion.py") -> list[dict]:
+    """`pytest <tests>` in a handout tree, as a student runs it; each test's outcome."""
     with tempfile.TemporaryDirectory() as scratch:
         outcomes = Path(scratch) / "outcomes.json"
         env = _clean_env(PYTHONPATH=str(AUTOGRADER_SOURCE), DIFFUSION_RESULTS_JSON=str(outcomes))
-        subprocess.run([sys.executable, "-m", "pytest", "test_diffusion.py", "-q", "-p", "pytest_results",
+        subprocess.run([sys.executable, "-m", "pytest", tests, "-q", "-p", "pytest_results",
                         "-p", "no:cacheprovider"], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
         if not outcomes.exists():
             raise HandoutError(f"pytest did not run in {tree}")
         result = json.loads(outcomes.read_text())
     if result["collection_errors"] or not result["tests"]:
-        raise HandoutError(f"test_diffusion.py does not collect in {tree}:\n" + "\n".join(result["collection_errors"]))
+        raise HandoutError(f"{tests} does not collect in {tree}:\n" + "\n".join(result["collection_errors"]))
     return result["tests"]
 
 
@@ -352,39 +355,57 @@ def run_autograder(autograder: Path, diffusion_py: Path) -> dict:
 
 
 REGENERATE = ("if you changed the solution, regenerate the references: python tools/make_reference.py && "
-              "python tools/make_reference.py --hidden")
+              "python tools/make_reference.py --hidden (Part 2: tools/make_reference_conditional.py)")
 
 
-def self_check(root: Path, handout: Path, autograder: Path) -> dict:
-    report = {}
-    stub_tests = run_handout_tests(handout, autograder)
-    for function in grade.POINTS:
-        mine = [t for t in stub_tests if grade.function_of(t["name"]) == function]
-        wrong = [t for t in mine if t["outcome"] != "failed" or t["message"].strip() != f"{function}: not implemented yet"]
-        if not mine or wrong:
-            raise HandoutError(f"the stub's {function} tests do not all fail with '{function}: not implemented yet': "
-                               + (wrong[0]["name"] + ": " + wrong[0]["message"][:500] if wrong else "no test"))
-    report["stub"] = f"{len(stub_tests)} tests, all fail with '<name>: not implemented yet'"
+def graded_part(part: Part) -> "grade.Part":
+    """grade.py's entry (points, test module) for one of our parts."""
+    found = [p for p in grade.PARTS.values() if f"{p.tests}.py" == part.tests]
+    if not found:
+        raise HandoutError(f"tools/autograder/grade.py has no PARTS entry for {part.tests}: add its points there")
+    return found[0]
 
+
+def self_check(root: Path, handout: Path, autograder: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
+    """Each handed-out part's tests fail on the stub with '<name>: not implemented yet' and pass with the
+    solution copied back; the autograder gives the solution full marks and the stub zero for each function."""
+    report, stub_count, solved_count = {}, 0, 0
     with tempfile.TemporaryDirectory() as scratch:
         solved = Path(scratch) / "handout"
         shutil.copytree(handout, solved)
         shutil.copy(root / "diffusion.py", solved / "diffusion.py")
-        solved_tests = run_handout_tests(solved, autograder)
-    failing = [t for t in solved_tests if t["outcome"] != "passed"]
-    if failing or len(solved_tests) != len(stub_tests):
-        raise HandoutError(f"with the solution copied back, {len(failing)} tests fail ({REGENERATE}):\n"
-                           + "\n".join(f"{t['name']}: {t['message'][:300]}" for t in failing))
-    report["solution"] = f"{len(solved_tests)} tests pass"
+        for number in parts:
+            part, graded = PARTS[number], graded_part(PARTS[number])
+            stub_tests = run_handout_tests(handout, part.tests)
+            for function in graded.points:
+                mine = [t for t in stub_tests if grade.function_of(t["name"], graded.points) == function]
+                wrong = [t for t in mine
+                         if t["outcome"] != "failed" or t["message"].strip() != f"{function}: not implemented yet"]
+                if not mine or wrong:
+                    raise HandoutError(f"Part {number}: the stub's {function} tests do not all fail with '{function}: "
+                                       "not implemented yet': "
+                                       + (wrong[0]["name"] + ": " + wrong[0]["message"][:500] if wrong else "no test"))
+            solved_tests = run_handout_tests(solved, part.tests)
+            failing = [t for t in solved_tests if t["outcome"] != "passed"]
+            if failing or len(solved_tests) != len(stub_tests):
+                raise HandoutError(f"Part {number}: with the solution copied back, {len(failing)} tests fail "
+                                   f"({REGENERATE}):\n" + "\n".join(f"{t['name']}: {t['message'][:300]}" for t in failing))
+            report[f"part {number}"] = (f"{part.tests}: {len(stub_tests)} tests fail on the stub with '<name>: not "
+                                        f"implemented yet', pass with the solution")
+            stub_count, solved_count = stub_count + len(stub_tests), solved_count + len(solved_tests)
+    report["stub"] = f"{stub_count} tests, all fail with '<name>: not implemented yet'"
+    report["solution"] = f"{solved_count} tests pass"
 
+    possible = sum(sum(graded_part(PARTS[n]).points.values()) for n in parts)
+    entries = sum(len(graded_part(PARTS[n]).points) for n in parts)
     full = run_autograder(autograder, root / "diffusion.py")
-    if full["score"] != sum(grade.POINTS.values()):
-        raise HandoutError(f"the autograder gives the solution {full['score']} of {sum(grade.POINTS.values())} "
+    if full["score"] != possible:
+        raise HandoutError(f"the autograder gives the solution {full['score']} of {possible} "
                            f"({REGENERATE}):\n" + json.dumps(full, indent=1)[:3000])
     empty = run_autograder(autograder, handout / "diffusion.py")
-    if any(t["score"] != 0 for t in empty["tests"]) or len(empty["tests"]) != len(grade.POINTS):
+    if any(t["score"] != 0 for t in empty["tests"]) or len(empty["tests"]) != entries:
         raise HandoutError("the autograder gives the stub points:\n" + json.dumps(empty, indent=1)[:3000])
-    report["autograder"] = f"solution {full['score']} / {sum(grade.POINTS.values())}, stub 0 for each function"
+    report["autograder"] = f"solution {full['score']} / {possible}, stub 0 for each function"
     report["results"] = {"solution": full, "stub": empty}
     return report
 
@@ -422,8 +443,8 @@ def build(root: Path, out_dir: Path, force: bool = False, check: bool = True,
     try:
         handout, autograder = staging / "handout", staging / "autograder"
         build_handout(root, handout, parts)
-        build_autograder(root, handout, autograder, root / HIDDEN_REFERENCE.relative_to(ROOT))
-        report = self_check(root, handout, autograder) if check else {}
+        build_autograder(root, handout, autograder, root / HIDDEN_REFERENCE.relative_to(ROOT).parent)
+        report = self_check(root, handout, autograder, parts) if check else {}
         write_zip(autograder, staging / "autograder.zip")
         for target in targets:
             if target.is_dir():
@@ -433,7 +454,7 @@ def build(root: Path, out_dir: Path, force: bool = False, check: bool = True,
             (staging / target.name).rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for key in ("stub", "solution", "autograder"):
+    for key in [f"part {n}" for n in parts] + ["stub", "solution", "autograder"]:
         if key in report:
             print(f"make_handout: self-check {key}: {report[key]}")
     print(f"make_handout: wrote {targets[0]}, {targets[1]} and {targets[2]}")

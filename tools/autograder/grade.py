@@ -63,6 +63,12 @@ PARTS = {
         classes={"diffusion_class": ("diffusion", "GaussianDiffusion")}, reference="hidden.pt",
         points={"q_sample": 15, "p_losses": 15, "forward": 15, "p_sample": 25, "p_sample_loop": 15, "sample": 15},
         public=("data/reference/public.pt",)),
+    "conditional": Part(
+        tests="test_conditional", student_files=("diffusion.py",),
+        classes={"diffusion_class": ("diffusion", "ConditionalGaussianDiffusion")}, reference="hidden_conditional.pt",
+        points={"drop_labels": 10, "p_losses": 10, "forward": 10, "guided_noise": 15, "threshold": 15, "p_sample": 15,
+                "p_sample_loop": 10, "sample": 15},
+        public=("data/reference/public_conditional.pt",), title="Part 2"),
 }
 PARTIAL_CREDIT = True  # a function earns the share of its checks that pass; False: all or nothing
 VISIBILITY = "visible"  # Gradescope: visible, hidden, after_due_date or after_published
