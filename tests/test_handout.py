@@ -6,8 +6,10 @@ implemented yet", the solution passes, the autograder gives full and zero marks)
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -47,13 +49,40 @@ def test_handout_holds_what_students_need_and_nothing_else(built):
         assert "__pycache__" not in path and ".pytest_cache" not in path, path  # self-checks left nothing behind
 
 
+STUDENT_SECTIONS = ("## Set-up", "## What you write", "## Checking your functions", "## Training",
+                    "## What to hand in", "## Troubleshooting")
+# Words that only instructor, CI or benchmark material uses: none may reach the student README.
+INSTRUCTOR_WORDS = ("instructor", "tools/", "tests/", "bench/", ".ci/", "SMOKE_TEST", "nbmake", "hidden.pt", "lucidrains")
+
+
 def test_readme_keeps_student_sections_and_drops_instructor_only_ones(built):
     out, _ = built
     source = (ROOT / "README.md").read_text()
     handout = (out / "handout" / "README.md").read_text()
-    assert "<!-- instructor-only -->" in source and "## Checking your functions" in source
-    assert "## Checking your functions" in handout and "## Quick start" in handout
-    assert "instructor-only" not in handout and "tools/make_handout.py" not in handout
+    assert "<!-- instructor-only -->" in source and "tools/make_handout.py" in source
+    assert [s for s in STUDENT_SECTIONS if s in handout] == list(STUDENT_SECTIONS)
+    assert [w for w in INSTRUCTOR_WORDS if w in handout.lower()] == []
+    assert len(handout.splitlines()) < 250, "a student reads the README in about ten minutes"
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in handout
+
+
+def test_readme_names_only_what_the_handout_has(built):
+    out, _ = built
+    handout = out / "handout"
+    text = (handout / "README.md").read_text()
+    links = [link for link in re.findall(r"\]\(([^)#]+)\)", text) if "://" not in link]
+    scripts = re.findall(r"python (\S+\.py)", text)
+    assert scripts, "found no commands at all: the pattern above is broken"
+    assert [path for path in links + scripts if not (handout / path).exists()] == []
+
+
+def test_handout_pytest_ini_names_only_what_the_handout_has(built):
+    out, _ = built
+    ini = configparser.ConfigParser()
+    ini.read(out / "handout" / "pytest.ini")
+    testpaths = ini["pytest"]["testpaths"].split()
+    assert "test_diffusion.py" in testpaths
+    assert [path for path in testpaths if not (out / "handout" / path).exists()] == []
 
 
 def test_stub_replaces_every_solution_block(built):

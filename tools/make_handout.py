@@ -16,7 +16,8 @@ Writes
     OUT_DIR/handout/         the students' tree: diffusion.py with every BEGIN/END SOLUTION block
                              replaced by a TODO and `raise NotImplementedError`, and every other file
                              a student needs (see HANDOUT below). No solution, no hidden reference,
-                             no tools/, tests/, bench/ or .ci/.
+                             no tools/, tests/, bench/ or .ci/. README.md loses its instructor-only
+                             blocks; pytest.ini names only the handout's own test files.
     OUT_DIR/autograder/      Gradescope's layout: setup.sh and run_autograder at the top, grade.py and
                              sandbox.py, grading.py and each part's test file with its public
                              reference (data/reference/), reference/ (the hidden sets), provided/
@@ -266,6 +267,13 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
+def handout_pytest_ini(source: str, test_files: list[str]) -> str:
+    """The repository's pytest.ini with `testpaths` naming only the handout's own test files (it has no tests/)."""
+    line = "testpaths = " + " ".join(test_files) + "\n"
+    ini, count = re.subn(r"^testpaths\s*=.*\n(?:[ \t]+\S.*\n)*", line, source, flags=re.M)
+    return ini if count else ini.replace("[pytest]\n", "[pytest]\n" + line, 1)
+
+
 def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
     functions = {n: part_functions(root, PARTS[n]) for n in parts}
     files = handout_files(root, parts)
@@ -273,6 +281,9 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
         _copy(root / name, out / name)
         if name.endswith(".md"):
             (out / name).write_text(INSTRUCTOR_ONLY.sub("", (root / name).read_text()))
+    if "pytest.ini" in files:
+        tests = sorted(f for f in files if "/" not in f and fnmatch.fnmatch(f, "test_*.py"))
+        (out / "pytest.ini").write_text(handout_pytest_ini((root / "pytest.ini").read_text(), tests))
     source = (root / "diffusion.py").read_text()
     stub, removed, provided = stub_solution(source, parts, functions)
     (out / "diffusion.py").write_text(stub)
