@@ -17,10 +17,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
+from mistakes_conditional import ALTERNATIVES, CATALOGUE  # noqa: E402
+
 import grading  # noqa: E402
 import test_conditional as tc  # noqa: E402
 from diffusion import ConditionalGaussianDiffusion  # noqa: E402
-from mistakes_conditional import ALTERNATIVES, CATALOGUE  # noqa: E402
 
 REFERENCES = {"public": ROOT / "data" / "reference" / "public_conditional.pt",
               "hidden": ROOT / "tools" / "reference" / "hidden_conditional.pt"}

@@ -11,10 +11,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-import grading  # noqa: E402
 import make_reference_conditional  # noqa: E402
 from mistakes_conditional import CATALOGUE  # noqa: E402
 from test_reference import _assert_same  # noqa: E402  (Part 1's comparison, float32-rounding tolerant)
+
+import grading  # noqa: E402
 
 COMMITTED = {"public": ROOT / "data" / "reference" / "public_conditional.pt",
              "hidden": ROOT / "tools" / "reference" / "hidden_conditional.pt"}

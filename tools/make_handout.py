@@ -90,6 +90,9 @@ AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "req
 MIN_LEAK_CHARS = 30
 # Markdown between these marker lines (instructor workflow, benchmarks) is left out of the handout.
 INSTRUCTOR_ONLY = re.compile(r"^<!-- instructor-only -->$.*?^<!-- /instructor-only -->\n?", re.S | re.M)
+# Markdown between `<!-- part N -->` and `<!-- /part N -->` lines is about part N: it stays (markers dropped)
+# when part N is handed out, and is left out otherwise.
+PART_ONLY = re.compile(r"^<!-- part (\d+) -->\n(.*?)^<!-- /part \1 -->\n?", re.S | re.M)
 # ----------------------------------------------------------------------------------------------
 
 TODO = {  # per part, per function
@@ -274,13 +277,18 @@ def handout_pytest_ini(source: str, test_files: list[str]) -> str:
     return ini if count else ini.replace("[pytest]\n", "[pytest]\n" + line, 1)
 
 
+def markdown_for(text: str, parts: tuple[int, ...]) -> str:
+    """Markdown with the `<!-- part N -->` blocks of the parts not handed out removed (and the markers of the rest)."""
+    return PART_ONLY.sub(lambda m: m.group(2) if int(m.group(1)) in parts else "", text)
+
+
 def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
     functions = {n: part_functions(root, PARTS[n]) for n in parts}
     files = handout_files(root, parts)
     for name in files:
         _copy(root / name, out / name)
         if name.endswith(".md"):
-            (out / name).write_text(INSTRUCTOR_ONLY.sub("", (root / name).read_text()))
+            (out / name).write_text(markdown_for(INSTRUCTOR_ONLY.sub("", (root / name).read_text()), parts))
     if "pytest.ini" in files:
         tests = sorted(f for f in files if "/" not in f and fnmatch.fnmatch(f, "test_*.py"))
         (out / "pytest.ini").write_text(handout_pytest_ini((root / "pytest.ini").read_text(), tests))
@@ -369,7 +377,7 @@ REGENERATE = ("if you changed the solution, regenerate the references: python to
               "python tools/make_reference.py --hidden (Part 2: tools/make_reference_conditional.py)")
 
 
-def graded_part(part: Part) -> "grade.Part":
+def graded_part(part: Part) -> grade.Part:
     """grade.py's entry (points, test module) for one of our parts."""
     found = [p for p in grade.PARTS.values() if f"{p.tests}.py" == part.tests]
     if not found:

@@ -31,11 +31,12 @@ if not (ROOT / "data" / "reference" / "public_conditional.pt").is_file() and "CO
     torch.save({"format": 1, "name": "empty", "mistakes": {}, "cases": {}}, _EMPTY)
     os.environ["CONDITIONAL_REFERENCE"] = str(_EMPTY)
 
-import grading  # noqa: E402
 import make_reference  # noqa: E402  (Part 1's builder: its settings and stand-in weights)
+from mistakes_conditional import CATALOGUE  # noqa: E402
+
+import grading  # noqa: E402
 import test_conditional as tc  # noqa: E402
 from diffusion import ConditionalGaussianDiffusion, extract  # noqa: E402
-from mistakes_conditional import CATALOGUE  # noqa: E402
 
 FORMAT = make_reference.FORMAT
 DISTINCT = make_reference.DISTINCT

@@ -39,8 +39,9 @@ REFERENCES = _first(HERE / "reference", HERE.parent / "reference")
 PROVIDED = _first(HERE / "provided", HERE.parents[1])  # unet.py etc., which a submission may import
 sys.path[:0] = [str(SOURCE), str(HERE)]
 
-import grading  # noqa: E402  (from SOURCE, found just above)
 from sandbox import Sandbox  # noqa: E402
+
+import grading  # noqa: E402  (from SOURCE, found just above)
 
 
 @dataclass
