@@ -19,6 +19,11 @@ functions it came from, and a function that changes torch's global settings fail
 `fake_gpu()` runs an observation on a stand-in GPU (torch's FakeTensorMode: tensors that have a
 device and a shape but no values), so a tensor created without `device=` shows up on a CPU-only
 machine as it would on Colab: as an operation that mixes two devices.
+
+A new part's test file follows test_diffusion.py: `register(__file__, FUNCTIONS, hints)`, the
+student's class from `import_student`, tests parametrized over `case` (named test_<function>:
+that function's reference cases) or over settings, observations that return plain data, and
+failures through `fail(lines, blame)`. The grader then needs one row in its table of parts.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import logging
 import os
 import re
 import signal
@@ -33,8 +39,9 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -130,13 +137,16 @@ def import_student(module_name: str, attribute: str):
     """`module_name.attribute` from your file; if the file cannot be imported, one line saying where."""
     if SANDBOX is not None:
         return RemoteClass(module_name, attribute, SANDBOX)
+    problem = None
     try:
         module = importlib.import_module(module_name)
-    except BaseException as error:  # a syntax error, or anything raised at import
-        pytest.exit(describe_import_error(module_name, error), returncode=1)
-    if not hasattr(module, attribute):
-        pytest.exit(f"{module_name}.py has no {attribute}: keep the class name of the handout's {module_name}.py",
-                    returncode=1)
+    except BaseException as error:  # noqa: BLE001 - a syntax error, or anything raised at import
+        problem = describe_import_error(module_name, error)
+    else:
+        if not hasattr(module, attribute):
+            problem = f"{module_name}.py has no {attribute}: keep the class name of the handout's {module_name}.py"
+    if problem:  # pytest shows just this line, once, as the test file's collection error
+        raise pytest.fail.Exception(problem, pytrace=False)
     return getattr(module, attribute)
 
 
@@ -234,7 +244,7 @@ def call(name: str, fn: Callable, *args, **kwargs):
             result = fn(*args, **kwargs)
     except KeyboardInterrupt:
         raise
-    except BaseException as error:  # any bug in student code becomes a readable failure
+    except BaseException as error:  # noqa: BLE001 - any bug in student code becomes a readable failure
         reset_torch_state()
         _explain(name, error)
     after = _torch_state()
@@ -321,11 +331,11 @@ def plain(value):
     if hasattr(value, "__index__") and not isinstance(value, torch.Tensor):
         try:
             return int(value.__index__())
-        except Exception:  # an odd object: described below
+        except Exception:  # noqa: BLE001 - an odd object: described below
             pass
     try:
         text = repr(value)[:200]
-    except Exception:
+    except Exception:  # noqa: BLE001 - a repr that raises
         text = "?"
     return Unknown(type(value).__name__, text)
 
@@ -374,12 +384,15 @@ def fake_gpu() -> Iterator[torch.device]:
     """Inside: tensors have devices and shapes but no values, and "cuda" exists even without a GPU.
     An operation on tensors of two devices raises as on a real GPU."""
     global _fake_depth
+    log = logging.getLogger("torch._subclasses.fake_tensor")  # it prints a stack for every failed operation
+    level, log.level = log.level, logging.CRITICAL
     _fake_depth += 1
     try:
         with FakeTensorMode():
             yield FAKE_GPU
     finally:
         _fake_depth -= 1
+        log.setLevel(level)
 
 
 def is_fake_mode() -> bool:
@@ -505,7 +518,7 @@ class Memo:
 
 
 # ----------------------------------------------------------------------------
-# Running a test module's checks without pytest (the grader, tools/ and tests/ use this)
+# Running a test module's checks without pytest (for the grader and the instructors' scripts)
 # ----------------------------------------------------------------------------
 
 

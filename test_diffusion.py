@@ -426,8 +426,8 @@ def check_on_gpu(diffusion_class, function: str) -> None:
     how = "; this passes on a CPU but crashes on a GPU (the test runs your code on a stand-in GPU)"
     for name, device in seen["created"].items():
         if device != gpu:
-            fail(f"{function}: {name} was created on {device} while {seen['inputs']} is on the GPU ({gpu}); create it "
-                 f"with device={seen['inputs']}.device{seen['example']}{how}")
+            fail(f"{function}: {name} was created on {device} while {seen['inputs']} is on the GPU ({gpu}); "
+                 f"{seen['fix']}{how}")
     if seen["out"] not in (gpu, "not a tensor"):
         fail(f"{function} returned a tensor on {seen['out']} while its inputs are on the GPU ({gpu}){how}")
 
@@ -522,7 +522,7 @@ def observe_sample(diffusion_class, config: dict) -> dict:
 def observe_on_gpu(diffusion_class, function: str, config: dict) -> dict:
     """Run `function` once on the stand-in GPU; the devices of what it created and returned."""
     batch, channels, size, timesteps = config["B"], config["C"], config["size"], config["T"]
-    seen = {"inconclusive": False, "created": {}, "out": "not a tensor", "inputs": "x", "example": ""}
+    seen = {"inconclusive": False, "created": {}, "out": "not a tensor", "inputs": "x", "fix": ""}
     with grading.fake_gpu() as gpu:
         seen["gpu"] = str(gpu)
         diffusion = grading.to_device(build(diffusion_class, channels, size, timesteps, device=None), gpu)
@@ -538,7 +538,8 @@ def observe_on_gpu(diffusion_class, function: str, config: dict) -> dict:
             elif function == "forward":
                 calls = spy_p_losses(diffusion)
                 out = call(function, diffusion.forward, x)
-                seen.update(inputs="x_0", example=" (e.g. torch.randint(0, T, (B,), device=x_0.device))")
+                seen.update(inputs="x_0", fix="create it on x_0's device (t: torch.randint(0, T, (B,), device=x_0.device); "
+                                              "the noise: self.noise_like(x_0.shape, x_0.device))")
                 if calls and isinstance(calls[0]["t"], torch.Tensor):
                     seen["created"]["t"] = str(calls[0]["t"].device)
                 if noise_like.calls:
@@ -548,13 +549,13 @@ def observe_on_gpu(diffusion_class, function: str, config: dict) -> dict:
             elif function == "p_sample_loop":
                 steps = spy_p_sample(diffusion)
                 out = call(function, diffusion.p_sample_loop, x)
-                seen.update(inputs="img", example=" (e.g. torch.full((B,), t_index, device=img.device))")
+                seen.update(inputs="img", fix="create it with device=img.device (e.g. torch.full((B,), t_index, device=img.device))")
                 wrong = [s for s in steps if isinstance(s["t"], torch.Tensor) and str(s["t"].device) != str(gpu)]
                 seen["created"] = {"t": str(wrong[0]["t"].device)} if wrong else {}
             else:
                 spy_p_sample_loop(diffusion)
                 out = call(function, diffusion.sample, batch)
-                seen.update(inputs="the model", example=": draw x_T with self.noise_like(shape, self.device)")
+                seen.update(inputs="the model", fix="draw it with self.noise_like(shape, self.device)")
                 seen["created"] = {"x_T": grading.device_of(noise_like.calls[0][1])} if noise_like.calls else {}
         except grading.Inconclusive:
             seen["inconclusive"] = True
@@ -665,7 +666,8 @@ def bind(function: str, names: tuple[str, ...], args, kwargs) -> dict:
     try:
         return signature.bind(*args, **kwargs).arguments
     except TypeError as error:
-        raise GradingError(f"{function} was called with the wrong arguments ({error}); call it as {function}({', '.join(names)})")
+        raise GradingError(f"{function} was called with the wrong arguments ({error}); "
+                           f"call it as {function}({', '.join(names)})") from None
 
 
 def images(config: dict, seed: int) -> torch.Tensor:

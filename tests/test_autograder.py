@@ -73,7 +73,7 @@ def test_any_import_the_student_requirements_allow_is_fine(tmp_path):
 
 
 @pytest.mark.parametrize("name, says", [
-    ("syntax_error", "Nothing could be checked: diffusion.py line 3: SyntaxError"),
+    ("syntax_error", "Nothing could be checked: diffusion.py line 2: SyntaxError"),
     ("import_error", "Nothing could be checked: diffusion.py line"),
     ("wrong_file_name", "No diffusion.py in your submission (you uploaded: my_diffusion.py)"),
 ])

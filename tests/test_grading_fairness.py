@@ -9,7 +9,6 @@ tests/test_autograder.py.
 from __future__ import annotations
 
 import re
-import sys
 import types
 from pathlib import Path
 
@@ -18,13 +17,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))  # the mistake catalogue (pytest.ini puts the root on the path)
+import grading
+import test_diffusion as td
+from diffusion import GaussianDiffusion, extract
+from tools.mistakes import CATALOGUE
 
-import grading  # noqa: E402
-import test_diffusion as td  # noqa: E402
-from diffusion import GaussianDiffusion, extract  # noqa: E402
-from mistakes import CATALOGUE  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 REFERENCES = {"public": ROOT / "data" / "reference" / "public.pt", "hidden": ROOT / "tools" / "reference" / "hidden.pt"}
 

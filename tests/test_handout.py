@@ -31,6 +31,10 @@ ENTRIES = {(f"{part.title}: {f}" if part.title else f): points
 FULL = sum(ENTRIES.values())
 
 
+# The default build self-checks every part (each part's tests twice, the autograder twice): minutes on a busy CPU.
+pytestmark = pytest.mark.timeout(1200)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("build")
@@ -77,6 +81,17 @@ def test_readme_names_only_what_the_handout_has(built):
     scripts = re.findall(r"python (\S+\.py)", text)
     assert scripts, "found no commands at all: the pattern above is broken"
     assert [path for path in links + scripts if not (handout / path).exists()] == []
+
+
+def test_sections_of_the_readme_that_the_code_names_exist(built):
+    # Messages like `see README.md, section "Homework data"` must lead somewhere in the student's README.
+    out, _ = built
+    handout = out / "handout"
+    headings = [line.lstrip("#").strip() for line in (handout / "README.md").read_text().splitlines()
+                if line.startswith("#")]
+    named = {m for path in handout.rglob("*.py") for m in
+             re.findall(r'README(?:\.md)?(?:,| section| in)*\s*\\?"([^"\\]+)\\?"', path.read_text())}
+    assert [name for name in named if not any(h.startswith(name) for h in headings)] == []
 
 
 def test_handout_pytest_ini_names_only_what_the_handout_has(built):

@@ -19,9 +19,9 @@ Writes
                              no tools/, tests/, bench/ or .ci/. README.md loses its instructor-only
                              blocks; pytest.ini names only the handout's own test files.
     OUT_DIR/autograder/      Gradescope's layout: setup.sh and run_autograder at the top, grade.py and
-                             sandbox.py, grading.py and each part's test file with its public
-                             reference (data/reference/), reference/ (the hidden sets), provided/
-                             (the other .py files) and student_requirements.txt (the handout's).
+                             sandbox.py, grading.py and each handed-out part's test file with its
+                             public reference (data/reference/), reference/ (the hidden sets),
+                             provided/ (the other .py files) and student_requirements.txt.
     OUT_DIR/autograder.zip   the same folder zipped with its files at the root: upload this one.
 
 It refuses to finish (exit 1, nothing written) if a solution line would reach the handout, or if a
@@ -70,7 +70,7 @@ PARTS = {
     2: Part(2, "ConditionalGaussianDiffusion", "test_conditional.py", "data/reference/public_conditional.pt",
             "tools/reference/hidden_conditional.pt"),
 }
-DEFAULT_PARTS = (1, 2)  # every part
+DEFAULT_PARTS = (1, 2)  # every part; a build without --parts hands out every part the repository has
 MAKE_REFERENCE = {1: "make_reference.py", 2: "make_reference_conditional.py"}  # the tools/ script of each part
 PART_BANNER = re.compile(r"^# Part (\d+):")
 
@@ -288,7 +288,9 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
     for name in files:
         _copy(root / name, out / name)
         if name.endswith(".md"):
-            (out / name).write_text(markdown_for(INSTRUCTOR_ONLY.sub("", (root / name).read_text()), parts))
+            # Without a block, the blank lines around it would stack up: keep one.
+            text = markdown_for(INSTRUCTOR_ONLY.sub("", (root / name).read_text()), parts)
+            (out / name).write_text(re.sub(r"\n{3,}", "\n\n", text))
     if "pytest.ini" in files:
         tests = sorted(f for f in files if "/" not in f and fnmatch.fnmatch(f, "test_*.py"))
         (out / "pytest.ini").write_text(handout_pytest_ini((root / "pytest.ini").read_text(), tests))
@@ -303,19 +305,19 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
 
 
 def build_autograder(root: Path, handout: Path, out: Path, hidden: Path) -> None:
-    """Gradescope's folder: the grader, the tests and hidden reference of every part in the handout, the
-    provided files. `hidden` is the folder of the hidden references."""
+    """Gradescope's folder: the grader, each handed-out part's tests and hidden reference, the provided files.
+    `hidden` is the folder of the hidden references."""
     for part in PARTS.values():
         if (handout / part.tests).is_file() and not (root / part.hidden).is_file():
             raise HandoutError(f"{part.hidden} is missing: run python tools/{MAKE_REFERENCE[part.number]} --hidden")
     for name in AUTOGRADER_FILES:
         _copy(AUTOGRADER_SOURCE / name, out / name)
-    _copy(handout / "requirements.txt", out / "student_requirements.txt")  # what setup.sh installs for imports
+    _copy(handout / "requirements.txt", out / "student_requirements.txt")  # setup.sh installs what students may import
     _copy(handout / "grading.py", out / "grading.py")
     student_files = {"grading.py"}
     for part in grade.PARTS.values():
         if not (handout / f"{part.tests}.py").is_file():
-            continue  # a part not in this repository yet
+            continue  # a part not handed out (or not in this repository yet)
         _copy(handout / f"{part.tests}.py", out / f"{part.tests}.py")
         _copy(hidden / part.reference, out / "reference" / part.reference)
         for public in part.public:
@@ -433,17 +435,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the student handout and the Gradescope autograder.")
     parser.add_argument("out_dir", type=Path, help="where to write handout/, autograder/ and autograder.zip")
     parser.add_argument("--force", action="store_true", help="replace handout/ and autograder/ if OUT_DIR has them")
-    parser.add_argument("--parts", type=int, nargs="+", default=list(DEFAULT_PARTS), metavar="N",
-                        help=f"the parts students write, of {sorted(PARTS)} (default: {' '.join(map(str, DEFAULT_PARTS))}); "
+    parser.add_argument("--parts", type=int, nargs="+", default=None, metavar="N",
+                        help=f"the parts students write, of {sorted(PARTS)} (default: every part whose test file the "
+                             "repository has); "
                              "earlier parts not listed ship with their solution, later ones are left out")
     parser.add_argument("--no-check", action="store_true", help="skip the self-checks (the leak check always runs)")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # another repository (tests)
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.parts) - set(PARTS))
+    unknown = sorted(set(args.parts or ()) - set(PARTS))
     if unknown:
         parser.error(f"--parts: there is no part {unknown[0]}; the parts are {' '.join(map(str, sorted(PARTS)))}")
     try:
-        build(args.root.resolve(), args.out_dir, args.force, check=not args.no_check, parts=tuple(sorted(set(args.parts))))
+        parts = tuple(sorted(set(args.parts))) if args.parts else None
+        build(args.root.resolve(), args.out_dir, args.force, check=not args.no_check, parts=parts)
     except HandoutError as error:
         print(f"make_handout: {error}", file=sys.stderr)
         return 1
@@ -451,8 +455,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build(root: Path, out_dir: Path, force: bool = False, check: bool = True,
-          parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
-    """Build into a staging folder inside out_dir, check, then move into place; the self-check report."""
+          parts: tuple[int, ...] | None = None) -> dict:
+    """Build into a staging folder inside out_dir, check, then move into place; the self-check report.
+    `parts`: the parts to hand out (default: every part whose test file `root` has)."""
+    if parts is None:
+        parts = tuple(n for n, part in PARTS.items() if (root / part.tests).is_file())
     targets = [out_dir / "handout", out_dir / "autograder", out_dir / "autograder.zip"]
     existing = [t for t in targets if t.exists()]
     if existing and not force:

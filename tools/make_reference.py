@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the solution and
 import grading  # noqa: E402
 import test_diffusion as td  # noqa: E402
 from diffusion import GaussianDiffusion  # noqa: E402
-from mistakes import CATALOGUE  # noqa: E402
+from tools.mistakes import CATALOGUE  # noqa: E402
 
 FORMAT = 1
 OUTPUTS = {"public": ROOT / "data" / "reference" / "public.pt", "hidden": ROOT / "tools" / "reference" / "hidden.pt"}
