@@ -84,7 +84,7 @@ class EnergyModel(nn.Module):
     """
 
     def __init__(self, energy_net: nn.Module, image_size: int, channels: int = 3, step_size: float = 10.0,
-                 noise_scale: float = 0.005, langevin_steps: int = 20, alpha: float = 0.1, buffer_size: int = 2048,
+                 noise_scale: float = 0.005, langevin_steps: int = 10, alpha: float = 0.1, buffer_size: int = 2048,
                  reinit_prob: float = 0.05, sample_steps: int = 100):
         super().__init__()
         if buffer_size < 1:
