@@ -14,86 +14,89 @@ How the checks work
   to x, not the weights; no graph survives a step; sampling neither changes the weights nor fills
   their .grad; the loss does not differentiate through the fake samples. `forward` and `sample`
   are judged with spies: what they pass to the functions they call.
+- Each test first runs your code in an `observe_*` function (below the tests), which returns
+  what it saw; the test then judges that.
 
 Reading a failure
 Each failure names the function and the case, then says what differs: the largest error, where
 it is and your value next to the expected one. When your output equals the output of a common
-mistake stored in the reference file, the message names the mistake and the equation it breaks.
-"<name>: not implemented yet" means the function still raises NotImplementedError.
-Tolerance: |yours - expected| <= 1e-5 + 1e-5 |expected|.
+mistake stored in the reference file (in every case where it is stored), the message names the
+mistake and the equation it breaks. "<name>: not implemented yet" means the function still raises
+NotImplementedError. Tolerance: |yours - expected| <= 1e-5 + 1e-5 |expected|.
 
-Replay a failing case in Python:
+Replay a failing case in Python, e.g. test_langevin_step[clamped-B2-C3-6x6]:
+
     import test_energy as te
-    case = te.load_reference()["cases"]["langevin_step"][0]
-    got, _ = te.run_case(te.EnergyModel, case)    # your output; case["expected"] is the reference
-    te.check_reference(te.EnergyModel, case)      # raises with the message pytest shows
+    case = te.reference_case("langevin_step", "clamped-B2-C3-6x6")
+    model = te.build_for_case(te.EnergyModel, case)   # stand-in energy, fixed noise, the case's buffer
+    x = model.langevin_step(*case["args"])
+    print((x - case["expected"]).abs().max())
 
 Environment variables
-    ENERGY_REFERENCE     another reference file (the autograder's hidden set uses this)
-    ENERGY_TEST_DEVICE   run on another device, e.g. cuda (default: cpu)
-    ENERGY_TEST_TIMEOUT  seconds before a test counts as hung (default: 60)
+    ENERGY_REFERENCE        another reference file (the autograder's hidden set uses this)
+    ENERGY_TEST_DEVICE      run on another device, e.g. cuda (default: cpu)
+    DIFFUSION_TEST_TIMEOUT  seconds one call of your function may take (default: 10)
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from energy import EnergyModel
-
-# An infinite loop in one function fails that test instead of hanging the whole run.
-pytestmark = pytest.mark.timeout(float(os.environ.get("ENERGY_TEST_TIMEOUT", "60")))
+import grading
+from grading import GradingError, call, close, dtype_name, fail, observation, observe, times
 
 FUNCTIONS = ("langevin_step", "langevin_sample", "loss", "sample_buffer", "update_buffer", "forward", "sample")
 # End to end, test_langevin_sample runs your own langevin_step.
 DEPENDS_ON = {"langevin_sample": ("langevin_step",)}
-ATOL = 1e-5
-RTOL = 1e-5
+grading.register(__file__, FUNCTIONS, hints=[
+    (r"element 0 of tensors does not require grad|does not require grad and does not have a grad_fn",
+     "Autograd can only differentiate E(x) with respect to x if x requires grad: start from "
+     "x = x.detach().requires_grad_(True), and compute E(x) inside `with torch.enable_grad():`."),
+])
+EnergyModel = grading.import_student("energy", "EnergyModel")
+
 DEFAULT_REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "public_energy.pt"
+REFERENCE = grading.load_reference(os.environ.get("ENERGY_REFERENCE") or DEFAULT_REFERENCE)
 DEVICE = torch.device(os.environ.get("ENERGY_TEST_DEVICE", "cpu"))
 
-# The property and spy tests' settings: batch B, channels C, image size, and the step counts.
-SHAPES = [pytest.param(dict(B=3, C=3, size=4), id="B3-C3-4x4"), pytest.param(dict(B=2, C=1, size=8), id="B2-C1-8x8")]
-STEPS = [pytest.param(dict(B=2, C=3, size=4, steps=4), id="steps-4"),
-         pytest.param(dict(B=3, C=1, size=4, steps=1), id="steps-1"),
-         pytest.param(dict(B=2, C=3, size=4, steps=0), id="steps-0")]
-METHOD = [pytest.param(dict(B=3, C=3, size=4, langevin_steps=7, sample_steps=5), id="B3-C3-K7"),
-          pytest.param(dict(B=2, C=1, size=8, langevin_steps=3, sample_steps=11), id="B2-C1-K3")]
+# An infinite loop fails its call after DIFFUSION_TEST_TIMEOUT s; this stops a test that makes many calls.
+pytestmark = pytest.mark.timeout(max(60.0, 6 * grading.TIME_LIMIT_S))
 
 
-_REFERENCES: dict[str, dict] = {}
+def reference_cases(function: str) -> list[dict]:
+    return REFERENCE["cases"].get(function, [])
 
 
-def load_reference(path: str | os.PathLike | None = None) -> dict:
-    """The reference dict (plain tensors, numbers and strings), from ENERGY_REFERENCE or data/."""
-    path = Path(path or os.environ.get("ENERGY_REFERENCE") or DEFAULT_REFERENCE)
-    key = str(path.resolve())
-    if key not in _REFERENCES:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"reference file {path} not found: restore data/reference/public_energy.pt from the handout, "
-                "or point ENERGY_REFERENCE at a reference file")
-        reference = torch.load(path, map_location="cpu", weights_only=True)
-        for function, cases in reference["cases"].items():
-            for case in cases:
-                case["function"], case["reference"] = function, reference
-        _REFERENCES[key] = reference
-    return _REFERENCES[key]
+def reference_case(function: str, case_id: str) -> dict:
+    return next(c for c in reference_cases(function) if c["id"] == case_id)
 
 
-def reference_cases(function: str) -> list:
-    """The reference's cases of `function`, as pytest parameters (one failing case if the file is missing)."""
-    try:
-        cases = load_reference()["cases"].get(function, [])
-    except FileNotFoundError as error:
-        return [pytest.param({"missing": str(error)}, id="no-reference-file")]
-    return [pytest.param(case, id=case["id"]) for case in cases]
+def case_id(case: dict) -> str:
+    return case["id"]
+
+
+def config_id(config: dict) -> str:
+    extra = "".join(f"-{k}{v}" for k, v in config.items() if k not in ("B", "C", "size"))
+    return f"B{config['B']}-C{config['C']}-{config['size']}x{config['size']}{extra}"
+
+
+# The property and spy tests' settings: batch B, channels C, image size, step counts (K other than
+# the defaults catch a hard-coded number).
+SHAPES = [dict(B=3, C=3, size=4), dict(B=2, C=1, size=8)]
+STEPS = [dict(B=2, C=3, size=4, steps=4), dict(B=3, C=1, size=4, steps=1), dict(B=2, C=3, size=4, steps=0)]
+METHOD = [dict(B=3, C=3, size=4, K=7, sample_steps=5), dict(B=2, C=1, size=8, K=3, sample_steps=11)]
+
+
+@pytest.fixture
+def model_class():
+    """The class under test: your EnergyModel."""
+    return EnergyModel
 
 
 # ----------------------------------------------------------------------------
@@ -101,247 +104,486 @@ def reference_cases(function: str) -> list:
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", reference_cases("langevin_step"))
+@pytest.mark.parametrize("case", reference_cases("langevin_step"), ids=case_id)
 def test_langevin_step(model_class, case):
     """x' = clamp(x - step_size * grad_x E(x) + noise_scale * z, -1, 1), z from noise_like."""
     check_reference(model_class, case)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_langevin_step_moves_x_not_the_weights(model_class, shape):
     """langevin_step returns a detached x and leaves the weights, their .grad and requires_grad alone."""
-    model = _build(model_class, shape["C"], shape["size"])
-    model.noise_like = RecordingNoise()
-    x = _images(shape, 1)
-    given = x.clone()
-    weights = {name: p.detach().clone() for name, p in model.energy_net.named_parameters()}
-    out = _call("langevin_step", model.langevin_step, x)
-    _check_image_batch("langevin_step", out, given)
-    if out.requires_grad or out.grad_fn is not None:
-        _fail("langevin_step returned a tensor still attached to the autograd graph: the graph is kept across steps "
-              "(each step would hold every earlier step's graph in memory, and backpropagate through them). "
-              "Return the new x detached: compute it from x.detach(), or call .detach() on the result")
-    if not torch.equal(x, given):
-        _fail("langevin_step changed its input x in place; compute the new x as a new tensor")
-    for name, p in model.energy_net.named_parameters():
-        if not p.requires_grad:
-            _fail(f"langevin_step left the weight {name} with requires_grad=False: weights left frozen after sampling. "
-                  "If you turn requires_grad off while sampling, turn it back on; torch.autograd.grad(E, x) needs neither")
-        if p.grad is not None:
-            _fail(f"langevin_step filled the .grad of the weight {name}: gradients accumulated into the weights during "
-                  "sampling (they would be added to the next training step's gradient). Take the gradient with respect "
-                  "to x only: torch.autograd.grad(E(x).sum(), x)")
-        if not torch.equal(p.detach(), weights[name]):
-            _fail(f"langevin_step changed the weight {name}: weights updated during sampling. Langevin dynamics moves "
-                  "the images x along -grad_x E(x); the weights stay as they are")
+    x = images(shape, 1)
+    seen = observe(observe_step_effects, model_class, shape, x)
+    out = seen["out"]
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        fail(f"langevin_step returned {describe(out)}; expected x's shape {list(x.shape)}")
+    if seen["out_requires_grad"]:
+        fail("langevin_step returned a tensor still attached to the autograd graph: the graph is kept across steps "
+             "(each step would hold every earlier step's graph in memory, and backpropagate through them). "
+             "Return the new x detached: compute it from x.detach(), or call .detach() on the result")
+    if not torch.equal(seen["x_after"], x):
+        fail("langevin_step changed its input x in place; compute the new x as a new tensor")
+    for name, weight in seen["weights"].items():
+        if not weight["requires_grad"]:
+            fail(f"langevin_step left the weight {name} with requires_grad=False: weights left frozen after sampling. "
+                 "If you turn requires_grad off while sampling, turn it back on; torch.autograd.grad(E, x) needs neither")
+        if weight["grad_filled"]:
+            fail(f"langevin_step filled the .grad of the weight {name}: gradients accumulated into the weights during "
+                 "sampling (they would be added to the next training step's gradient). Take the gradient with respect "
+                 "to x only: torch.autograd.grad(E(x).sum(), x)")
+        if weight["changed"]:
+            fail(f"langevin_step changed the weight {name}: weights updated during sampling. Langevin dynamics moves "
+                 "the images x along -grad_x E(x); the weights stay as they are")
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_langevin_step_under_no_grad(model_class, shape):
     """langevin_step works when called inside torch.no_grad() (as sampling code often is)."""
-    model = _build(model_class, shape["C"], shape["size"])
-    x = _images(shape, 2)
-    model.noise_like = RecordingNoise()
-    expected = _call("langevin_step", model.langevin_step, x.clone())
-    model.noise_like = RecordingNoise()
-    try:
-        with torch.no_grad():
-            got = model.langevin_step(x.clone())
-    except NotImplementedError:
-        _fail("langevin_step: not implemented yet")
-    except Exception as error:  # noqa: BLE001 - any bug in student code becomes a readable failure
-        _fail(f"langevin_step fails inside torch.no_grad() ({type(error).__name__}: {str(error)[:200]}): compute "
-              "the gradient inside `with torch.enable_grad():`, which turns autograd back on")
-    if not isinstance(got, torch.Tensor) or not _close(got, expected):
-        _fail("langevin_step gives another result inside torch.no_grad() than outside it: compute the gradient inside "
-              "`with torch.enable_grad():`")
+    seen = observe(observe_step_under_no_grad, model_class, shape, images(shape, 2))
+    if seen["error"]:
+        fail(f"langevin_step fails inside torch.no_grad() ({seen['error'][:300]}): compute the gradient inside "
+             "`with torch.enable_grad():`, which turns autograd back on")
+    if not (isinstance(seen["no_grad"], torch.Tensor) and close(seen["no_grad"], seen["plain"])):
+        fail("langevin_step gives another result inside torch.no_grad() than outside it: compute the gradient inside "
+             "`with torch.enable_grad():`")
 
 
-@pytest.mark.parametrize("config", STEPS)
+@pytest.mark.parametrize("config", STEPS, ids=config_id)
 def test_langevin_sample_steps(model_class, config):
     """langevin_sample(x, steps) calls langevin_step `steps` times, each on the previous step's output."""
-    model = _build(model_class, config["C"], config["size"])
-    model.noise_like = RecordingNoise()
-    steps = _spy(model, "langevin_step", ("x",), lambda bound, k: bound["x"] * 0.9 + 0.01 * k)
-    x = _images(config, 3)
-    got = _call("langevin_sample", model.langevin_sample, x.clone(), config["steps"])
-    wanted = config["steps"]
+    x = images(config, 3)
+    seen = observe(observe_langevin_loop, model_class, config, x)
+    steps, got, wanted = seen["steps"], seen["got"], config["steps"]
     if len(steps) != wanted:
-        _fail(f"langevin_sample(x, steps={wanted}) called langevin_step {_times(len(steps))}; it must call it "
-              f"exactly `steps` = {wanted} times" + (" (an off-by-one in the loop?)" if abs(len(steps) - wanted) == 1 else ""))
+        fail(f"langevin_sample(x, steps={wanted}) called langevin_step {times(len(steps))}; it must call it "
+             f"exactly `steps` = {wanted} times" + (" (an off-by-one in the loop?)" if abs(len(steps) - wanted) == 1 else ""))
     for k, step in enumerate(steps):
         previous = x if k == 0 else steps[k - 1]["out"]
-        if not _same_tensor(step["x"], previous):
+        if not same_tensor(step["x"], previous):
             source = "x" if k == 0 else "the previous step's output"
-            _fail(f"langevin_sample: step {k + 1} did not start from {source}; each step continues from the last: "
-                  "x = self.langevin_step(x)")
+            fail(f"langevin_sample: step {k + 1} did not start from {source}; each step continues from the last: "
+                 "x = self.langevin_step(x)")
     last = steps[-1]["out"] if steps else x
-    if not isinstance(got, torch.Tensor) or not _same_tensor(got, last):
-        what = "the last step's output" if steps else "x unchanged (steps = 0)"
-        _fail(f"langevin_sample must return {what}")
+    if not same_tensor(got, last):
+        fail("langevin_sample must return " + ("the last step's output" if steps else "x unchanged (steps = 0)"))
 
 
-@pytest.mark.parametrize("case", reference_cases("langevin_sample"))
+@pytest.mark.parametrize("case", reference_cases("langevin_sample"), ids=case_id)
 def test_langevin_sample(model_class, case):
     """`steps` Langevin steps from a fixed x with fixed noise, through your langevin_step."""
     check_reference(model_class, case)
 
 
-@pytest.mark.parametrize("case", reference_cases("loss"))
+@pytest.mark.parametrize("case", reference_cases("loss"), ids=case_id)
 def test_loss(model_class, case):
     """mean E(x_real) - mean E(x_fake) + alpha mean(E(x_real)^2 + E(x_fake)^2), and its gradient."""
     check_reference(model_class, case)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_loss_detaches_the_fakes(model_class, shape):
     """The loss trains the weights and sends no gradient into x_fake."""
-    model = _build(model_class, shape["C"], shape["size"])
-    x_real, x_fake = _images(shape, 4), _images(shape, 5).requires_grad_(True)
-    loss = _call("loss", model.loss, x_real, x_fake)
-    if not isinstance(loss, torch.Tensor) or loss.shape != ():
-        _fail(f"loss returned {_describe(loss)}; expected a scalar tensor")
-    if not loss.requires_grad:
-        _fail("loss: the loss carries no gradient to the weights (requires_grad False): compute it from the energies "
-              "with torch operations, outside torch.no_grad(), so that backward() can train the weights")
-    (grad,) = torch.autograd.grad(loss, x_fake, allow_unused=True, retain_graph=True)
-    if grad is not None:
-        _fail("loss sends gradients into x_fake: fake samples not detached in the loss. Use E(x_fake.detach()): the "
-              "loss trains the weights, never the Langevin chain that made the samples")
+    seen = observe(observe_loss_graph, model_class, shape, images(shape, 4), images(shape, 5))
+    if not seen["scalar"]:
+        fail(f"loss returned {describe(seen['loss'])}; expected a scalar tensor")
+    if not seen["requires_grad"]:
+        fail("loss: the loss carries no gradient to the weights (requires_grad False): compute it from the energies "
+             "with torch operations, outside torch.no_grad(), so that backward() can train the weights")
+    if seen["fake_gets_gradient"]:
+        fail("loss sends gradients into x_fake: fake samples not detached in the loss. Use E(x_fake.detach()): the "
+             "loss trains the weights, never the Langevin chain that made the samples")
 
 
-@pytest.mark.parametrize("case", reference_cases("sample_buffer"))
+@pytest.mark.parametrize("case", reference_cases("sample_buffer"), ids=case_id)
 def test_sample_buffer(model_class, case):
     """95% of the chains start from replay[idx], the fresh ones (5%) from uniform_like's noise."""
     check_reference(model_class, case)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_sample_buffer_returns_a_copy(model_class, shape):
     """sample_buffer returns (x, idx) with draw_replay's idx, and x does not share memory with the buffer."""
-    model = _build(model_class, shape["C"], shape["size"], buffer_size=8)
-    model.replay.copy_(_images(dict(shape, B=8), 6))
-    before = model.replay.clone()
     idx = torch.tensor([6, 1, 3][: shape["B"]], device=DEVICE)
-    model.draw_replay = ReplaySequence([(idx, torch.zeros(shape["B"], dtype=torch.bool, device=DEVICE))])
-    model.uniform_like = RecordingNoise()
-    got = _call("sample_buffer", model.sample_buffer, shape["B"])
-    if not (isinstance(got, tuple) and len(got) == 2):
-        _fail(f"sample_buffer returned {_describe(got)}; it must return the pair (x, idx)")
-    x, got_idx = got
-    if not isinstance(got_idx, torch.Tensor) or not torch.equal(got_idx.to(DEVICE), idx):
-        _fail("sample_buffer must return the idx that draw_replay gave it, so that update_buffer writes the chains back "
-              "where they came from")
-    if isinstance(x, torch.Tensor):
-        x.data.fill_(0.5)  # the caller owns x: changing it must not change the buffer
-    if not torch.equal(model.replay, before):
-        _fail("sample_buffer returned a view of the buffer (changing x changed replay): index with self.replay[idx], "
-              "which copies, or call .clone()")
+    seen = observe(observe_buffer_copy, model_class, shape, idx)
+    if not seen["pair"]:
+        fail(f"sample_buffer returned {seen['returned']}; it must return the pair (x, idx)")
+    if not same_tensor(seen["idx"], idx):
+        fail("sample_buffer must return the idx that draw_replay gave it, so that update_buffer writes the chains back "
+             "where they came from")
+    if seen["replay_changed"]:
+        fail("sample_buffer returned a view of the buffer (changing x changed replay): index with self.replay[idx], "
+             "which copies, or call .clone()")
 
 
-@pytest.mark.parametrize("case", reference_cases("update_buffer"))
+@pytest.mark.parametrize("case", reference_cases("update_buffer"), ids=case_id)
 def test_update_buffer(model_class, case):
     """replay[idx_b] = x_b for every b; every other slot unchanged."""
     check_reference(model_class, case)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_update_buffer_stores_detached(model_class, shape):
     """The buffer keeps values, not a graph."""
-    model = _build(model_class, shape["C"], shape["size"], buffer_size=8)
-    leaf = _images(shape, 7).requires_grad_(True)
-    x = leaf * 1.0  # a result of computation, as Langevin samples can be
-    _call("update_buffer", model.update_buffer, x, torch.arange(shape["B"], device=DEVICE))
-    if model.replay.requires_grad or model.replay.grad_fn is not None:
-        _fail("update_buffer stored samples that are still attached to the autograd graph: the buffer would keep every "
-              "step's graph alive. Store x.detach()")
+    if observe(observe_buffer_graph, model_class, shape, images(shape, 7))["replay_requires_grad"]:
+        fail("update_buffer stored samples that are still attached to the autograd graph: the buffer would keep every "
+             "step's graph alive. Store x.detach()")
 
 
-@pytest.mark.parametrize("config", METHOD)
+@pytest.mark.parametrize("config", METHOD, ids=config_id)
 def test_forward_runs_the_method(model_class, config):
     """forward: sample_buffer(B) -> langevin_sample(x, langevin_steps) -> update_buffer(x_fake, idx) -> loss."""
-    model = _build(model_class, config["C"], config["size"], langevin_steps=config["langevin_steps"], buffer_size=8)
-    model.noise_like, model.uniform_like = RecordingNoise(), RecordingNoise()
-    x_real = _images(config, 8)
-    x_init, idx = _images(config, 9), torch.tensor([5, 0, 2][: config["B"]], device=DEVICE)
-    buffer_calls = _spy(model, "sample_buffer", ("batch_size",), lambda bound, k: (x_init.clone(), idx.clone()))
-    chains = _spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: torch.tanh(bound["x"] + 0.3))
-    updates = _spy(model, "update_buffer", ("x", "idx"), lambda bound, k: None)
-    losses = _spy(model, "loss", ("x_real", "x_fake"), lambda bound, k: torch.tensor(0.5 + k, device=DEVICE))
-    got = _call("forward", model.forward, x_real.clone())
+    x_real, x_init = images(config, 8), images(config, 9)
+    idx = torch.tensor([5, 0, 2][: config["B"]], device=DEVICE)
+    seen = observe(observe_forward, model_class, config, x_real, x_init, idx)
+    buffer_calls, chains, updates, losses = seen["sample_buffer"], seen["langevin_sample"], seen["update_buffer"], seen["loss"]
     batch = config["B"]
     if len(buffer_calls) != 1 or buffer_calls[0]["batch_size"] != batch:
         asked = [c["batch_size"] for c in buffer_calls]
-        _fail(f"forward must call self.sample_buffer(B) once with B = {batch}, the batch size of x_real; it called "
-              f"it {_times(len(asked))}" + (f" with {asked}" if asked else "") + ": the chains start from the buffer")
+        fail(f"forward must call self.sample_buffer(B) once with B = {batch}, the batch size of x_real; it called "
+             f"it {times(len(asked))}" + (f" with {asked}" if asked else "") + ": the chains start from the buffer")
     if len(chains) != 1:
-        _fail(f"forward called langevin_sample {_times(len(chains))}; call it once, on the x that sample_buffer returned")
-    if not _same_tensor(chains[0]["x"], x_init):
-        _fail("forward: langevin_sample did not start from the x that sample_buffer returned (chains started from "
-              "fresh noise instead of the replay buffer?)")
-    if chains[0]["steps"] != config["langevin_steps"]:
-        _fail(f"forward ran langevin_sample with steps = {chains[0]['steps']!r}; use self.langevin_steps = "
-              f"{config['langevin_steps']}")
+        fail(f"forward called langevin_sample {times(len(chains))}; call it once, on the x that sample_buffer returned")
+    if not same_tensor(chains[0]["x"], x_init):
+        fail("forward: langevin_sample did not start from the x that sample_buffer returned (chains started from "
+             "fresh noise instead of the replay buffer?)")
+    if chains[0]["steps"] != config["K"]:
+        fail(f"forward ran langevin_sample with steps = {chains[0]['steps']!r}; use self.langevin_steps = {config['K']}")
     x_fake = chains[0]["out"]
     if not updates:
-        _fail("forward never called update_buffer: buffer never updated, so every chain restarts from the same old "
-              "points. Call self.update_buffer(x_fake, idx) with the Langevin samples")
-    if len(updates) != 1 or not _same_tensor(updates[0]["x"], x_fake) or not _same_tensor(updates[0]["idx"], idx):
-        wrong = " (the chains' starting points were written back instead of the Langevin samples)" \
-            if updates and _same_tensor(updates[0]["x"], x_init) else ""
-        _fail("forward must call self.update_buffer(x_fake, idx) once, with langevin_sample's output and the idx "
-              f"that sample_buffer returned{wrong}")
-    if len(losses) != 1 or not _same_tensor(losses[0]["x_real"], x_real) or not _same_tensor(losses[0]["x_fake"], x_fake):
-        wrong = " (the chains' starting points used as x_fake?)" if losses and _same_tensor(losses[0]["x_fake"], x_init) else ""
-        _fail(f"forward must call self.loss(x_real, x_fake) once, with x_fake = langevin_sample's output{wrong}")
+        fail("forward never called update_buffer: buffer never updated, so every chain restarts from the same old "
+             "points. Call self.update_buffer(x_fake, idx) with the Langevin samples")
+    if len(updates) != 1 or not same_tensor(updates[0]["x"], x_fake) or not same_tensor(updates[0]["idx"], idx):
+        wrong = (" (the chains' starting points were written back instead of the Langevin samples)"
+                 if same_tensor(updates[0]["x"], x_init) else "")
+        fail("forward must call self.update_buffer(x_fake, idx) once, with langevin_sample's output and the idx "
+             f"that sample_buffer returned{wrong}")
+    if len(losses) != 1 or not same_tensor(losses[0]["x_real"], x_real) or not same_tensor(losses[0]["x_fake"], x_fake):
+        wrong = " (the chains' starting points used as x_fake?)" if losses and same_tensor(losses[0]["x_fake"], x_init) else ""
+        fail(f"forward must call self.loss(x_real, x_fake) once, with x_fake = langevin_sample's output{wrong}")
+    got = seen["got"]
     if not (isinstance(got, torch.Tensor) and got.shape == () and torch.equal(got, losses[0]["out"])):
-        _fail("forward must return the loss that self.loss returned, unchanged")
+        fail("forward must return the loss that self.loss returned, unchanged")
 
 
-@pytest.mark.parametrize("config", METHOD)
+@pytest.mark.parametrize("config", METHOD, ids=config_id)
 def test_sample_calls(model_class, config):
     """sample: x = uniform_like((B, C, H, W), device), langevin_sample(x, sample_steps), mapped to [0, 1]."""
     batch, channels, size = config["B"], config["C"], config["size"]
-    model = _build(model_class, channels, size, sample_steps=config["sample_steps"])
-    uniform, gaussian = RecordingNoise(uniform=True), RecordingNoise()
-    model.uniform_like, model.noise_like = uniform, gaussian
-    chains = _spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: torch.tanh(2 * bound["x"]))
-    got = _call("sample", model.sample, batch)
+    seen = observe(observe_sample, model_class, config)
     shape = (batch, channels, size, size)
-    if not uniform.calls:
+    if not seen["uniform_like"]:
         hint = (" (it drew Gaussian noise with noise_like: the chains start from uniform noise, like the buffer's "
-                "fresh chains)") if gaussian.calls else ""
-        _fail(f"sample never called self.uniform_like: start the chains from x = self.uniform_like((B, C, H, W), "
-              f"self.device){hint}")
-    asked, device = uniform.calls[0]
-    if asked != shape:
-        _fail(f"sample asked uniform_like for shape {list(asked)}; the chains need (B, C, H, W) = {list(shape)}")
-    if not _same_device(device, model.replay.device):
-        _fail(f"sample asked uniform_like for noise on {device}; sample on the model's device, self.device")
-    if len(chains) != 1 or not _same_tensor(chains[0]["x"], uniform.returned[0]):
-        _fail("sample must call self.langevin_sample once, on the noise that uniform_like returned")
+                "fresh chains)") if seen["noise_like"] else ""
+        fail(f"sample never called self.uniform_like: start the chains from x = self.uniform_like((B, C, H, W), "
+             f"self.device){hint}")
+    asked, device = seen["uniform_like"][0]
+    if tuple(asked) != shape:
+        fail(f"sample asked uniform_like for shape {list(asked)}; the chains need (B, C, H, W) = {list(shape)}")
+    if device not in ("None", seen["model_device"]):
+        fail(f"sample asked uniform_like for noise on {device}; sample on the model's device, self.device")
+    chains = seen["langevin_sample"]
+    if len(chains) != 1 or not same_tensor(chains[0]["x"], seen["uniform_returned"][0]):
+        fail("sample must call self.langevin_sample once, on the noise that uniform_like returned")
     if chains[0]["steps"] != config["sample_steps"]:
-        _fail(f"sample ran langevin_sample with steps = {chains[0]['steps']!r}; use self.sample_steps = "
-              f"{config['sample_steps']}")
-    out = chains[0]["out"]
+        fail(f"sample ran langevin_sample with steps = {chains[0]['steps']!r}; use self.sample_steps = "
+             f"{config['sample_steps']}")
+    out, got = chains[0]["out"], seen["got"]
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
-        _fail(f"sample returned {_describe(got)}; expected shape {list(shape)}")
+        fail(f"sample returned {describe(got)}; expected shape {list(shape)}")
     if torch.allclose(got, (out + 1) / 2, rtol=0, atol=1e-6):
         return
     if torch.allclose(got, out, rtol=0, atol=1e-6):
-        _fail("sample returned results in [-1, 1] instead of [0, 1]: map x with (x + 1) / 2")
+        fail("sample returned results in [-1, 1] instead of [0, 1]: map x with (x + 1) / 2")
     if torch.allclose(got, out.clamp(0, 1), rtol=0, atol=1e-6):
-        _fail("sample clamped x to [0, 1] instead of mapping it: use (x + 1) / 2, which keeps the negative half")
-    _fail("sample must return (langevin_sample(x, sample_steps) + 1) / 2: images in [0, 1]")
+        fail("sample clamped x to [0, 1] instead of mapping it: use (x + 1) / 2, which keeps the negative half")
+    fail("sample must return (langevin_sample(x, sample_steps) + 1) / 2: images in [0, 1]")
 
 
 # ----------------------------------------------------------------------------
-# The stand-in energy and the fixed randomness
+# Judging reference cases: fixed inputs, fixed randomness, stored outputs
 # ----------------------------------------------------------------------------
 
 
-class GradingError(Exception):
-    """A wrong call noticed by one of the test's stand-ins; the message explains it."""
+WHAT = {"langevin_step": "x after the step", "langevin_sample": "x after the steps", "loss": "the loss",
+        "sample_buffer": "the starting points x", "update_buffer": "the replay buffer after the update"}
+SEAMS = ("noise_like", "uniform_like")
+_CASES = grading.Memo()
+
+
+def case_outputs(model_class, case: dict) -> dict:
+    """What `observe_case` saw on this case (computed once per class and case)."""
+    key = (id(case["reference"]), case["function"], case["id"])
+    return _CASES.get(model_class, key, lambda: observe(observe_case, model_class, case["function"], case_inputs(case)))
+
+
+def case_inputs(case: dict) -> dict:
+    """A case without its expected outputs: what the code under test may see."""
+    return {k: case[k] for k in ("config", "energy", "replay", "args", "noise_like", "noise_like_calls", "uniform_like",
+                                 "uniform_like_calls", "draw_replay")}
+
+
+def check_reference(model_class, case: dict) -> None:
+    """Compare one stored case with your output; explain any difference."""
+    function = case["function"]
+    seen = case_outputs(model_class, case)
+    label = f"{function} [{case['label']}]"
+    if seen["shape_problem"]:
+        fail(f"{label}: {seen['shape_problem']}")
+    got, expected = seen["outputs"][0], case["expected"].to(DEVICE)
+    if function == "loss":
+        problem = grading.difference("the loss", got[0] if isinstance(got, torch.Tensor) else got, expected[0])
+        if problem is None and not seen["requires_grad"]:
+            fail(f"{label}: the loss carries no gradient to the weights (requires_grad False): compute it from the "
+                 "energies with torch operations, outside torch.no_grad()")
+        if problem is None and grading.difference("", got[1:], expected[1:]) is not None:
+            problem = ("the loss has the right value but the wrong gradient with respect to the energy's weights: "
+                       "both E(x_real) and E(x_fake) must be computed with the weights in the graph (detach x_fake, "
+                       "not its energy)")
+    else:
+        problem = grading.difference(WHAT[function], got, expected)
+    if problem is not None:
+        lines = [f"{label}: {problem}"]
+        known = known_mistakes(model_class, function, got, case)
+        lines += [line for _, line in known]
+        blame = ()
+        if all(culprit != function for culprit, _ in known):  # no mistake of this function itself
+            for seam in SEAMS:
+                calls, needed = seen[seam][0], case[f"{seam}_calls"]
+                if calls != needed:
+                    lines.append(f"{seam} was called {times(calls)}; this case needs {times(needed)}"
+                                 + (" (noise drawn elsewhere, e.g. torch.randn, bypasses the seam the grader uses)"
+                                    if calls < needed else ""))
+            if isinstance(got, torch.Tensor) and not close(seen["outputs"][1], got):
+                lines.append(f"{function} gives different results for the same inputs and the same noise: it draws "
+                             "randomness elsewhere (torch.randn, rand, randint). Draw through self.noise_like, "
+                             "self.uniform_like and self.draw_replay.")
+            blame = failing_dependencies(model_class, function, case["reference"])
+            lines += [f"Note: {d}, which {function} calls, fails its own tests: fix {d} first." for d in blame]
+        fail(lines, blame)
+    if not close(seen["outputs"][1], got):
+        fail(f"{label}: called a second time on the same object with the same inputs and noise, it returns something "
+             "else: it keeps state between calls or changes the object")
+
+
+def known_mistakes(model_class, function: str, got, case: dict) -> list[tuple[str, str]]:
+    """(function the mistake is in, sentence naming it) for each stored mistake your outputs equal, in every
+    case of `function` where that mistake is stored."""
+    if not isinstance(got, torch.Tensor):
+        return []
+    got = got.detach().cpu()
+    reference, found = case["reference"], []
+    for key, output in case["mistakes"].items():
+        if not (got.dtype == output.dtype and close(got, output)):
+            continue
+        others = [c for c in reference["cases"][function] if key in c["mistakes"] and c is not case]
+        if all(close(_output_or_none(model_class, c), c["mistakes"][key]) for c in others):
+            mistake = reference["mistakes"][key]
+            where = "" if mistake["function"] == function else f" in {mistake['function']}"
+            found.append((mistake["function"], f"This matches a known mistake{where}: {mistake['title']}.\n  {mistake['why']}"))
+    return found
+
+
+def _output_or_none(model_class, case: dict):
+    try:
+        return case_outputs(model_class, case)["outputs"][0]
+    except pytest.fail.Exception:
+        return None
+
+
+def failing_dependencies(model_class, function: str, reference: dict) -> tuple[str, ...]:
+    """The functions `function` calls that fail a reference case on their own (not because of another one)."""
+    failing = []
+    for dependency in DEPENDS_ON.get(function, ()):
+        for case in reference["cases"].get(dependency, []):
+            try:
+                check_reference(model_class, case)
+            except pytest.fail.Exception as failure:
+                if not set(getattr(failure, "blame", ())) - {dependency}:
+                    failing.append(dependency)
+                    break
+    return tuple(failing)
+
+
+# ----------------------------------------------------------------------------
+# Observations: run your code, record what it did
+# ----------------------------------------------------------------------------
+
+
+def build(model_class, channels: int, image_size: int, energy_state=None, **settings):
+    """The class under test around the stand-in energy, on DEVICE."""
+    energy = StandInEnergy(channels)
+    if energy_state is not None:
+        energy.load_state_dict(energy_state)
+    config = {"step_size": 0.1, "noise_scale": 0.05, "langevin_steps": 3, "alpha": 0.2, "buffer_size": 8,
+              "sample_steps": 4, **settings}
+    return model_class(energy, image_size=image_size, channels=channels, **config).to(DEVICE)
+
+
+def build_for_case(model_class, case: dict):
+    """The object a reference case runs on: the stand-in energy with the case's weights and replay buffer,
+    and its noise_like, uniform_like and draw_replay handing out the case's values."""
+    config = case["config"]
+    model = build(model_class, config["channels"], config["image_size"], case["energy"],
+                  **{k: v for k, v in config.items() if k not in ("channels", "image_size")})
+    with torch.no_grad():
+        model.replay.copy_(case["replay"].to(DEVICE))
+    model.noise_like = NoiseSequence("noise_like", case["noise_like"], case["noise_like_calls"])
+    model.uniform_like = NoiseSequence("uniform_like", case["uniform_like"], case["uniform_like_calls"])
+    model.draw_replay = ReplaySequence(case["draw_replay"])
+    return model
+
+
+def case_output(model, function: str, out, seen: dict):
+    """What a reference case compares: the buffer after update_buffer, the x of sample_buffer's pair,
+    and for loss the vector [loss, dloss/dweights...] (the gradient shows which energies it trains)."""
+    if function == "update_buffer":
+        return model.replay.detach().clone()
+    if function == "sample_buffer":
+        if not (isinstance(out, tuple) and len(out) == 2):
+            seen["shape_problem"] = f"sample_buffer returned {describe(out)}; it must return the pair (x, idx)"
+            return None
+        return out[0]
+    if function == "loss" and isinstance(out, torch.Tensor) and out.shape == ():
+        seen["requires_grad"] = seen["requires_grad"] and out.requires_grad
+        params = list(model.energy_net.parameters())
+        grads = torch.autograd.grad(out, params, allow_unused=True) if out.requires_grad else [None] * len(params)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        return torch.cat([out.detach().reshape(1)] + [g.detach().flatten() for g in grads])
+    return out
+
+
+@observation
+def observe_case(model_class, function: str, case: dict) -> dict:
+    """Run `function` on a reference case's inputs twice, on the same object, each time with fresh noise."""
+    model = build_for_case(model_class, case)
+    seen = {"outputs": [], "noise_like": [], "uniform_like": [], "requires_grad": True, "shape_problem": None}
+    for _ in range(2):
+        with torch.no_grad():
+            model.replay.copy_(case["replay"].to(DEVICE))
+        model.noise_like = NoiseSequence("noise_like", case["noise_like"], case["noise_like_calls"])
+        model.uniform_like = NoiseSequence("uniform_like", case["uniform_like"], case["uniform_like_calls"])
+        model.draw_replay = ReplaySequence(case["draw_replay"])
+        args = [a.to(DEVICE, copy=True) if isinstance(a, torch.Tensor) else a for a in case["args"]]
+        out = call(function, getattr(model, function), *args)
+        seen["outputs"].append(case_output(model, function, out, seen))
+        for seam in SEAMS:
+            seen[seam].append(len(getattr(model, seam).calls))
+    return seen
+
+
+@observation
+def observe_step_effects(model_class, shape: dict, x: torch.Tensor) -> dict:
+    """One langevin_step: its output, the input afterwards, and for each weight whether it changed, got a
+    .grad or lost requires_grad."""
+    model = build(model_class, shape["C"], shape["size"], weights(shape["C"]))
+    model.noise_like = RecordingNoise()
+    before = {name: p.detach().clone() for name, p in model.energy_net.named_parameters()}
+    given = x.clone()
+    out = call("langevin_step", model.langevin_step, given)
+    return {
+        "out": out, "out_requires_grad": isinstance(out, torch.Tensor) and (out.requires_grad or out.grad_fn is not None),
+        "x_after": given.detach(),
+        "weights": {name: {"requires_grad": p.requires_grad, "grad_filled": p.grad is not None,
+                           "changed": not torch.equal(p.detach(), before[name])}
+                    for name, p in model.energy_net.named_parameters()},
+    }
+
+
+@observation
+def observe_step_under_no_grad(model_class, shape: dict, x: torch.Tensor) -> dict:
+    """langevin_step on the same input and noise, normally and inside torch.no_grad()."""
+    model = build(model_class, shape["C"], shape["size"], weights(shape["C"]))
+    model.noise_like = RecordingNoise()
+    plain = call("langevin_step", model.langevin_step, x.clone())
+
+    def without_gradients(x):
+        with torch.no_grad():
+            return model.langevin_step(x)
+
+    model.noise_like = RecordingNoise()
+    try:
+        return {"plain": plain, "no_grad": call("langevin_step", without_gradients, x.clone()), "error": None}
+    except pytest.fail.Exception as failure:
+        return {"plain": plain, "no_grad": None, "error": str(failure.msg)}
+
+
+@observation
+def observe_langevin_loop(model_class, config: dict, x: torch.Tensor) -> dict:
+    model = build(model_class, config["C"], config["size"])
+    model.noise_like = RecordingNoise()
+    steps = spy(model, "langevin_step", ("x",), lambda bound, k: bound["x"] * 0.9 + 0.01 * k)
+    got = call("langevin_sample", model.langevin_sample, x.clone(), config["steps"])
+    return {"got": got, "steps": steps}
+
+
+@observation
+def observe_loss_graph(model_class, shape: dict, x_real: torch.Tensor, x_fake: torch.Tensor) -> dict:
+    """The loss on a leaf x_fake that requires grad: does the loss reach the weights, and x_fake?"""
+    model = build(model_class, shape["C"], shape["size"], weights(shape["C"]))
+    x_fake = x_fake.clone().requires_grad_(True)
+    loss = call("loss", model.loss, x_real.clone(), x_fake)
+    scalar = isinstance(loss, torch.Tensor) and loss.shape == ()
+    requires_grad = scalar and loss.requires_grad
+    fake_grad = requires_grad and torch.autograd.grad(loss, x_fake, allow_unused=True)[0] is not None
+    return {"loss": loss, "scalar": scalar, "requires_grad": requires_grad, "fake_gets_gradient": fake_grad}
+
+
+@observation
+def observe_buffer_copy(model_class, shape: dict, idx: torch.Tensor) -> dict:
+    """sample_buffer with no fresh chains; then the returned x is overwritten: does the buffer change?"""
+    model = build(model_class, shape["C"], shape["size"], buffer_size=8)
+    with torch.no_grad():
+        model.replay.copy_(images(dict(shape, B=8), 6))
+    before = model.replay.clone()
+    model.draw_replay = ReplaySequence([(idx, torch.zeros(len(idx), dtype=torch.bool))])
+    model.uniform_like = RecordingNoise(uniform=True)
+    got = call("sample_buffer", model.sample_buffer, shape["B"])
+    if not (isinstance(got, tuple) and len(got) == 2):
+        return {"pair": False, "returned": describe(got)}
+    x, got_idx = got
+    if isinstance(x, torch.Tensor):
+        x.data.fill_(0.5)  # the caller owns x: changing it must not change the buffer
+    return {"pair": True, "idx": got_idx, "replay_changed": not torch.equal(model.replay, before)}
+
+
+@observation
+def observe_buffer_graph(model_class, shape: dict, x: torch.Tensor) -> dict:
+    model = build(model_class, shape["C"], shape["size"], buffer_size=8)
+    samples = x.clone().requires_grad_(True) * 1.0  # a result of computation, as Langevin samples can be
+    call("update_buffer", model.update_buffer, samples, torch.arange(shape["B"], device=DEVICE))
+    return {"replay_requires_grad": model.replay.requires_grad or model.replay.grad_fn is not None}
+
+
+@observation
+def observe_forward(model_class, config: dict, x_real: torch.Tensor, x_init: torch.Tensor, idx: torch.Tensor) -> dict:
+    """forward(x_real) with spies for sample_buffer, langevin_sample, update_buffer and loss."""
+    model = build(model_class, config["C"], config["size"], langevin_steps=config["K"], buffer_size=8)
+    model.noise_like, model.uniform_like = RecordingNoise(), RecordingNoise(uniform=True)
+    seen = {
+        "sample_buffer": spy(model, "sample_buffer", ("batch_size",), lambda bound, k: (x_init.clone(), idx.clone())),
+        "langevin_sample": spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: torch.tanh(bound["x"] + 0.3)),
+        "update_buffer": spy(model, "update_buffer", ("x", "idx"), lambda bound, k: None),
+        "loss": spy(model, "loss", ("x_real", "x_fake"), lambda bound, k: torch.tensor(0.5 + k, device=DEVICE)),
+    }
+    seen["got"] = call("forward", model.forward, x_real.clone())
+    return seen
+
+
+@observation
+def observe_sample(model_class, config: dict) -> dict:
+    model = build(model_class, config["C"], config["size"], sample_steps=config["sample_steps"])
+    uniform, gaussian = RecordingNoise(uniform=True), RecordingNoise()
+    model.uniform_like, model.noise_like = uniform, gaussian
+    chains = spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: torch.tanh(2 * bound["x"]))
+    got = call("sample", model.sample, config["B"])
+    return {"got": got, "langevin_sample": chains, "uniform_like": uniform.calls, "uniform_returned": uniform.returned,
+            "noise_like": gaussian.calls, "model_device": str(model.replay.device)}
+
+
+# ----------------------------------------------------------------------------
+# The stand-in energy, the fixed randomness and the spies
+# ----------------------------------------------------------------------------
 
 
 class StandInEnergy(nn.Module):
@@ -365,10 +607,10 @@ class StandInEnergy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = self.mix.shape[0]
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels:
-            raise GradingError(f"the energy network was called with {_describe(x)}; it takes a [B, {channels}, H, W] batch")
+            raise GradingError(f"the energy network was called with {describe(x)}; it takes a [B, {channels}, H, W] batch")
         if x.dtype != self.mix.dtype:
-            raise GradingError(f"the energy network was called with a {_dtype(x)} x, but its weights are "
-                               f"{_dtype(self.mix)}: keep x in float32")
+            raise GradingError(f"the energy network was called with a {dtype_name(x)} x, but its weights are "
+                               f"{dtype_name(self.mix)}: keep x in float32")
 
         def per_channel(v):
             return v[None, :, None, None]
@@ -377,6 +619,16 @@ class StandInEnergy(nn.Module):
         h = h + per_channel(self.spatial) * (x.roll(1, -1) - x.roll(1, -2))
         e = per_channel(self.scale) * torch.tanh(h + per_channel(self.shift)) + 0.5 * per_channel(self.curvature) * x * x
         return e.flatten(1).sum(1)
+
+
+def weights(channels: int) -> dict:
+    """Fixed non-trivial stand-in weights for the property tests."""
+    generator = torch.Generator().manual_seed(channels)
+    return {"mix": torch.randn(channels, channels, generator=generator) * 0.6,
+            "spatial": torch.randn(channels, generator=generator) * 0.4,
+            "shift": torch.randn(channels, generator=generator) * 0.5,
+            "scale": torch.rand(channels, generator=generator) + 0.5,
+            "curvature": torch.rand(channels, generator=generator) * 0.8 + 0.2}
 
 
 class NoiseSequence:
@@ -396,7 +648,7 @@ class NoiseSequence:
         self.calls.append(shape)
         k = len(self.calls)
         if k > len(self.tensors):
-            raise GradingError(f"{self.name} was called {_times(k)}; this case needs {_times(self.needed)}")
+            raise GradingError(f"{self.name} was called {times(k)}; this case needs {times(self.needed)}")
         z = self.tensors[k - 1]
         if tuple(z.shape) != shape:
             raise GradingError(f"{self.name} call {k} asked for shape {list(shape)}; the noise needed here has shape "
@@ -415,7 +667,7 @@ class ReplaySequence:
         self.calls.append(batch_size)
         k = len(self.calls)
         if k > len(self.draws):
-            raise GradingError(f"draw_replay was called {_times(k)}; this case needs {_times(len(self.draws))}")
+            raise GradingError(f"draw_replay was called {times(k)}; this case needs {times(len(self.draws))}")
         idx, fresh = self.draws[k - 1]
         if batch_size != len(idx):
             raise GradingError(f"draw_replay was called with batch_size = {batch_size!r}; this case's batch has "
@@ -428,317 +680,53 @@ class RecordingNoise:
 
     def __init__(self, uniform: bool = False):
         self.uniform = uniform
-        self.calls: list[tuple[tuple[int, ...], object]] = []
+        self.calls: list[tuple[tuple[int, ...], str]] = []
         self.returned: list[torch.Tensor] = []
         self.generator = torch.Generator().manual_seed(0)
 
     def __call__(self, shape, device=None) -> torch.Tensor:
         shape = tuple(int(s) for s in shape)
-        self.calls.append((shape, device))
-        if self.uniform:
-            z = torch.rand(shape, generator=self.generator) * 2 - 1
-        else:
-            z = torch.randn(shape, generator=self.generator)
+        self.calls.append((shape, grading.device_of(device)))
+        z = torch.rand(shape, generator=self.generator) * 2 - 1 if self.uniform else torch.randn(shape, generator=self.generator)
         z = z.to(device if device is not None else DEVICE)
         self.returned.append(z)
         return z.clone()
 
 
-# ----------------------------------------------------------------------------
-# Running your code and explaining what went wrong
-# ----------------------------------------------------------------------------
-
-
-def _fail(lines: list[str] | str, blame: tuple[str, ...] = ()) -> None:
-    """Fail the test with a clean message. `blame` names the functions it calls that cause the
-    failure, so that a grader can charge it to them instead."""
-    failure = pytest.fail.Exception("\n".join([lines] if isinstance(lines, str) else lines), pytrace=False)
-    failure.blame = tuple(blame)
-    raise failure from None  # the message says it all: no chained traceback
-
-
-def _same_device(requested, actual: torch.device) -> bool:
-    return requested is None or torch.empty(0, device=requested).device == actual
-
-
-def _same_tensor(a, b) -> bool:
-    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
-
-
-def _times(n: int) -> str:
-    return "once" if n == 1 else f"{n} times"
-
-
-def _dtype(x: torch.Tensor) -> str:
-    return str(x.dtype).replace("torch.", "")
-
-
-def _describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {_dtype(value)} tensor of shape {list(value.shape)}"
-    return f"{type(value).__name__}" + (" (a missing `return`?)" if value is None else "")
-
-
-def _student_frames(error: BaseException) -> list[traceback.FrameSummary]:
-    """The traceback's frames in your code: not in this file, not inside torch."""
-    here, torch_dir = os.path.abspath(__file__), os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
-    return [f for f in traceback.extract_tb(error.__traceback__)
-            if os.path.abspath(f.filename) != here and not os.path.abspath(f.filename).startswith(torch_dir)]
-
-
-def _call(name: str, fn, *args, **kwargs):
-    """Call a student function; turn any exception into a one-paragraph failure."""
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError as error:
-        inner = [f.name for f in _student_frames(error) if f.name in FUNCTIONS]
-        culprit = inner[-1] if inner else name
-        if culprit == name:
-            _fail(f"{name}: not implemented yet")
-        _fail(f"{name}: cannot be checked until {culprit} is implemented ({culprit}: not implemented yet)", (culprit,))
-    except GradingError as error:
-        _fail(f"{name}: {error}")
-    except Exception as error:  # noqa: BLE001 - any bug in student code becomes a readable failure
-        frames = _student_frames(error)
-        start = max([i for i, f in enumerate(frames) if f.name == name] or [len(frames) - 1])
-        where = "; ".join(f"{Path(f.filename).name} line {f.lineno} in {f.name}: {f.line}" for f in frames[start:][-3:])
-        _fail(f"{name} raised {type(error).__name__}: {error}" + (f"\n  at {where}" if where else ""))
-
-
-def _check_image_batch(name: str, got, like: torch.Tensor) -> None:
-    if not isinstance(got, torch.Tensor) or got.shape != like.shape:
-        _fail(f"{name} returned {_describe(got)}; expected x's shape {list(like.shape)}")
-
-
-def _where(shape: tuple[int, ...], flat: int) -> str:
-    index = []
-    for size in reversed(shape):
-        index.append(flat % size)
-        flat //= size
-    index.reverse()
-    if len(index) == 4:
-        return f"example {index[0]}, channel {index[1]}, pixel ({index[2]}, {index[3]})"
-    return f"index {index}"
-
-
-def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
-    return got.shape == expected.shape and bool(
-        ((got.detach().double().cpu() - expected.double().cpu()).abs()
-         <= ATOL + RTOL * expected.double().cpu().abs()).all())
-
-
-def _difference(what: str, got, expected: torch.Tensor) -> str | None:
-    """None if `got` matches `expected`; otherwise a sentence saying how it differs."""
-    if not isinstance(got, torch.Tensor):
-        return f"returned {_describe(got)}; expected a tensor ({what})"
-    if got.shape != expected.shape:
-        kind = "a scalar, shape []" if expected.dim() == 0 else f"shape {list(expected.shape)}"
-        return f"returned shape {list(got.shape)}; expected {kind} ({what})"
-    if got.dtype != expected.dtype:
-        return f"returned {_dtype(got)}; expected {_dtype(expected)} (compute in any precision, return the inputs' dtype)"
-    if got.device != expected.device:
-        return f"returned a tensor on {got.device}; expected it on {expected.device}, where the inputs are"
-    got_d, exp_d = got.detach().double().cpu(), expected.double().cpu()
-    bad_values = ~torch.isfinite(got_d)
-    if bad_values.any():
-        first = int(bad_values.flatten().nonzero()[0])
-        return f"{int(bad_values.sum())} values are NaN or infinite, the first at {_where(tuple(got.shape), first)}"
-    error = (got_d - exp_d).abs()
-    wrong = error > ATOL + RTOL * exp_d.abs()
-    if not wrong.any():
-        return None
-    if got.dim() == 0:
-        return f"{what} is {got_d.item():.6g}; expected {exp_d.item():.6g}"
-    flat = int(error.flatten().argmax())
-    return (f"{what} differs from the reference: largest error {error.max().item():.3g} at {_where(tuple(got.shape), flat)} "
-            f"(yours {got_d.flatten()[flat].item():.6g}, expected {exp_d.flatten()[flat].item():.6g}); "
-            f"{int(wrong.sum())} of {wrong.numel()} values are off")
-
-
-def _known_mistakes(function: str, got, case: dict) -> list[tuple[str, str]]:
-    """(function the mistake is in, sentence naming it) for every stored mistake whose output equals `got`."""
-    if not isinstance(got, torch.Tensor):
-        return []
-    catalogue = case["reference"]["mistakes"]
-    found = []
-    for key, output in case["mistakes"].items():
-        if got.dtype == output.dtype and _close(got, output):
-            mistake = catalogue[key]
-            where = "" if mistake["function"] == function else f" in {mistake['function']}"
-            found.append((mistake["function"], f"This matches a known mistake{where}: {mistake['title']}.\n  {mistake['why']}"))
-    return found
-
-
-# ----------------------------------------------------------------------------
-# Reference checks: fixed inputs, fixed randomness, stored outputs
-# ----------------------------------------------------------------------------
-
-
-WHAT = {"langevin_step": "x after the step", "langevin_sample": "x after the steps", "loss": "the loss",
-        "sample_buffer": "the starting points x", "update_buffer": "the replay buffer after the update"}
-
-
-def _build(model_class, channels: int, image_size: int, energy_state=None, **config):
-    """The class under test around the stand-in energy, on DEVICE."""
-    energy = StandInEnergy(channels)
-    if energy_state is not None:
-        energy.load_state_dict(energy_state)
-    settings = dict(step_size=0.1, noise_scale=0.05, langevin_steps=3, alpha=0.2, buffer_size=8, sample_steps=4)
-    settings.update(config)
-    return model_class(energy, image_size=image_size, channels=channels, **settings).to(DEVICE)
-
-
-def run_case(model_class, case: dict):
-    """Run one stored case; returns (what is compared with case["expected"], the noise seams).
-
-    For update_buffer that is the buffer after the call; for sample_buffer the x it returns;
-    for loss the vector [loss, dloss/dweights...] (the gradient shows which energies it trains)."""
-    config = case["config"]
-    model = _build(model_class, config["channels"], config["image_size"], case["energy"],
-                   **{k: v for k, v in config.items() if k not in ("channels", "image_size")})
-    model.replay.copy_(case["replay"].to(DEVICE))
-    seams = {"noise_like": NoiseSequence("noise_like", case["noise_like"], case["noise_like_calls"]),
-             "uniform_like": NoiseSequence("uniform_like", case["uniform_like"], case["uniform_like_calls"])}
-    model.noise_like, model.uniform_like = seams["noise_like"], seams["uniform_like"]
-    model.draw_replay = ReplaySequence(case["draw_replay"])
-    args = [a.to(DEVICE, copy=True) if isinstance(a, torch.Tensor) else a for a in case["args"]]
-    function = case["function"]
-    out = _call(function, getattr(model, function), *args)
-    if function == "update_buffer":
-        out = model.replay.detach().clone()
-    elif function == "sample_buffer":
-        if not (isinstance(out, tuple) and len(out) == 2):
-            _fail(f"sample_buffer returned {_describe(out)}; it must return the pair (x, idx)")
-        out = out[0]
-    elif function == "loss" and isinstance(out, torch.Tensor) and out.shape == ():
-        if not out.requires_grad:
-            _fail(f"loss [{case['label']}]: the loss carries no gradient to the weights (requires_grad False): compute it "
-                  "from the energies with torch operations, outside torch.no_grad()")
-        params = list(model.energy_net.parameters())
-        grads = torch.autograd.grad(out, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        out = torch.cat([out.detach().reshape(1)] + [g.detach().flatten() for g in grads])
-    return out, seams
-
-
-def _reference_failures(model_class, function: str, reference: dict) -> bool:
-    """Whether any reference case of `function` fails (for "fix that one first" hints)."""
-    for case in reference["cases"].get(function, []):
-        try:
-            got, _ = run_case(model_class, case)
-        except pytest.fail.Exception:
-            return True
-        if _difference(WHAT[function], got, case["expected"].to(DEVICE)) is not None:
-            return True
-    return False
-
-
-def _loss_difference(got, expected: torch.Tensor) -> str | None:
-    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-        return _difference("the loss", got, expected[0])
-    problem = _difference("the loss", got[0], expected[0])
-    if problem is not None:
-        return problem
-    if _difference("", got[1:], expected[1:]) is not None:
-        return ("the loss has the right value but the wrong gradient with respect to the energy's weights: "
-                "both E(x_real) and E(x_fake) must be computed with the weights in the graph (detach x_fake, "
-                "not its energy)")
-    return None
-
-
-def check_reference(model_class, case: dict) -> None:
-    """Run one stored case and compare with the stored output; explain any difference."""
-    if "missing" in case:
-        _fail(case["missing"])
-    function = case["function"]
-    got, seams = run_case(model_class, case)
-    expected = case["expected"].to(DEVICE)
-    problem = _loss_difference(got, expected) if function == "loss" else _difference(WHAT[function], got, expected)
-    if problem is None:
-        return
-    lines = [f"{function} [{case['label']}]: {problem}"]
-    known = _known_mistakes(function, got, case)
-    lines += [line for _, line in known]
-    blame = ()
-    if all(culprit != function for culprit, _ in known):  # no mistake of this function itself
-        for name, seam in seams.items():
-            calls, needed = len(seam.calls), seam.needed
-            if calls != needed:
-                lines.append(f"{name} was called {_times(calls)}; this case needs {_times(needed)}"
-                             + (" (noise drawn elsewhere, e.g. torch.randn, bypasses the seam the grader uses)"
-                                if calls < needed else ""))
-        again, _ = run_case(model_class, case)
-        if isinstance(again, torch.Tensor) and isinstance(got, torch.Tensor) and not _close(again, got):
-            lines.append(f"{function} gives different results for the same inputs and the same noise: it draws "
-                         "randomness elsewhere (torch.randn, rand, randint). Draw through self.noise_like, "
-                         "self.uniform_like and self.draw_replay.")
-        blame = tuple(d for d in DEPENDS_ON.get(function, ()) if _reference_failures(model_class, d, case["reference"]))
-        lines += [f"Note: {d}, which {function} calls, fails its own tests: fix {d} first." for d in blame]
-    _fail(lines, blame)
-
-
-# ----------------------------------------------------------------------------
-# Spies: what forward, langevin_sample and sample pass to the functions they call
-# ----------------------------------------------------------------------------
-
-
-def _bind(function: str, names: tuple[str, ...], args, kwargs) -> dict:
+def bind(function: str, names: tuple[str, ...], args, kwargs) -> dict:
     signature = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
     try:
         return signature.bind(*args, **kwargs).arguments
     except TypeError as error:
-        raise GradingError(f"{function} was called with the wrong arguments ({error}); call it as "
-                           f"{function}({', '.join(names)})")
+        raise GradingError(f"{function} was called with the wrong arguments ({error}); "
+                           f"call it as {function}({', '.join(names)})") from None
 
 
-def _spy(model, function: str, names: tuple[str, ...], result) -> list[dict]:
+def spy(model, function: str, names: tuple[str, ...], result) -> list[dict]:
     """Replace model.<function> with a spy that records its arguments and returns result(bound, k)."""
     calls: list[dict] = []
 
-    def spy(*args, **kwargs):
-        bound = _bind(function, names, args, kwargs)
+    def spy_function(*args, **kwargs):
+        bound = bind(function, names, args, kwargs)
         bound["out"] = result(bound, len(calls) + 1)
         calls.append(bound)
         return bound["out"]
 
-    setattr(model, function, spy)
+    setattr(model, function, spy_function)
     return calls
 
 
-def _images(config: dict, seed: int) -> torch.Tensor:
+def images(config: dict, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     shape = (config["B"], config["C"], config["size"], config["size"])
     return (torch.rand(shape, generator=generator) * 1.8 - 0.9).to(DEVICE)
 
 
-# ----------------------------------------------------------------------------
-# The class under test, and an in-process entry point for the project's own tests
-# ----------------------------------------------------------------------------
+def same_tensor(a, b) -> bool:
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
 
 
-@pytest.fixture
-def model_class():
-    """The class under test: your EnergyModel."""
-    return EnergyModel
-
-
-def run_checks(model_class, reference: dict | None = None) -> dict[str, str | None]:
-    """Every check of this file on `model_class`: {test id: None if it passed, else the failure text}."""
-    reference = reference or load_reference()
-    results = {}
-    for name, test in globals().items():
-        if not (name.startswith("test_") and callable(test)):
-            continue
-        (mark,) = [m for m in getattr(test, "pytestmark", []) if m.name == "parametrize"]
-        argument = mark.args[0]
-        if argument == "case":
-            parameters = [(c["id"], c) for c in reference["cases"].get(name[len("test_"):], [])]
-        else:
-            parameters = [(p.id, p.values[0]) for p in mark.args[1]]
-        for param_id, parameter in parameters:
-            try:
-                test(model_class, parameter)
-                results[f"{name}[{param_id}]"] = None
-            except pytest.fail.Exception as failure:
-                results[f"{name}[{param_id}]"] = str(failure.msg)
-    return results
+def describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {dtype_name(value)} tensor of shape {list(value.shape)}"
+    return grading.type_name(value) + (" (a missing `return`?)" if value is None else "")

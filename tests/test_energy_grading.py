@@ -8,20 +8,18 @@ pytest runs on students, with the class under test swapped.
 from __future__ import annotations
 
 import re
-import sys
 import types
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+import grading
+import test_energy as te
+from energy import EnergyModel
+from tools import energy_mistakes, make_energy_reference
 
-import energy_mistakes  # noqa: E402
-import make_energy_reference  # noqa: E402
-import test_energy as te  # noqa: E402
-from energy import EnergyModel  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 REFERENCES = {"public": ROOT / "data" / "reference" / "public_energy.pt",
               "hidden": ROOT / "tools" / "reference" / "hidden_energy.pt"}
@@ -83,15 +81,13 @@ class FreezeAndBackward(EnergyModel):
 
 
 class Float64(EnergyModel):
-    """Energies and updates in float64, cast back; torch.func.grad for dE/dx; decorated with no_grad."""
+    """The updates and the loss in float64, cast back; the gradient of E.mean() times B; decorated with no_grad."""
 
     @torch.no_grad()
     def langevin_step(self, x):
-        def total(v):
-            return self.energy_net(v).sum()
-
         with torch.enable_grad():
-            grad = torch.func.grad(total)(x.detach())
+            leaf = x.detach().clone().requires_grad_()
+            (grad,) = torch.autograd.grad(self.energy_net(leaf).mean() * len(leaf), [leaf])
         z = self.noise_like(x.shape, x.device).double()
         return (x.double() - self.step_size * grad.double() + self.noise_scale * z).clamp(-1, 1).to(x.dtype)
 
@@ -114,12 +110,16 @@ class Float64(EnergyModel):
 
 @pytest.fixture(scope="module", params=sorted(REFERENCES))
 def reference(request):
-    return te.load_reference(REFERENCES[request.param])
+    return grading.load_reference(REFERENCES[request.param])
+
+
+def run_checks(model_class, reference: dict) -> dict:
+    return grading.run_checks(te, {"model_class": model_class}, reference)
 
 
 @pytest.mark.parametrize("variant", [EnergyModel, FreezeAndBackward, Float64], ids=lambda c: c.__name__)
 def test_correct_implementations_pass(variant, reference):
-    results = te.run_checks(variant, reference)
+    results = run_checks(variant, reference)
     assert len(results) >= 25
     failures = {name: message for name, message in results.items() if message}
     assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
@@ -145,7 +145,7 @@ def test_the_catalogue_covers_the_issue():
 @pytest.mark.parametrize("mistake", energy_mistakes.CATALOGUE, ids=lambda m: m.key)
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_each_mistake_fails_and_is_named(mistake, name):
-    results = te.run_checks(mistake.model_class(), te.load_reference(REFERENCES[name]))
+    results = run_checks(mistake.model_class(), grading.load_reference(REFERENCES[name]))
     failures = {test: message for test, message in results.items() if message}
     own = [message for test, message in failures.items() if _group(test) == mistake.function]
     assert own, f"{mistake.key} passes every {mistake.function} test"
@@ -165,19 +165,19 @@ def _stub(name: str):
 
 def test_a_stub_reads_not_implemented_yet():
     stubbed = type("Stub", (EnergyModel,), {name: _stub(name) for name in te.FUNCTIONS})
-    results = te.run_checks(stubbed, te.load_reference(REFERENCES["public"]))
+    results = run_checks(stubbed, grading.load_reference(REFERENCES["public"]))
     assert results and all(message == f"{_group(name)}: not implemented yet" for name, message in results.items())
 
     only_step_missing = type("NoStep", (EnergyModel,), {"langevin_step": _stub("langevin_step")})
-    results = te.run_checks(only_step_missing, te.load_reference(REFERENCES["public"]))
-    assert results["test_langevin_sample_steps[steps-4]"] is None  # the loop itself is judged with a spy
+    results = run_checks(only_step_missing, grading.load_reference(REFERENCES["public"]))
+    assert results["test_langevin_sample_steps[B2-C3-4x4-steps4]"] is None  # the loop itself is judged with a spy
     chained = [m for name, m in results.items() if name.startswith("test_langevin_sample[")]
     assert chained and all("cannot be checked until langevin_step is implemented" in m for m in chained)
 
 
 def test_failures_carry_blame_for_the_grader():
     ascent = next(m for m in energy_mistakes.CATALOGUE if m.key == "langevin_step.ascent").model_class()
-    case = te.load_reference(REFERENCES["public"])["cases"]["langevin_sample"][0]
+    case = grading.load_reference(REFERENCES["public"])["cases"]["langevin_sample"][0]
     with pytest.raises(pytest.fail.Exception) as failure:
         te.check_reference(ascent, case)
     assert failure.value.blame == ("langevin_step",)
@@ -191,7 +191,7 @@ def test_messages_say_where_and_how_much():
             out[1, 0, 2, 3] += 0.5
             return out
 
-    case = te.load_reference(REFERENCES["public"])["cases"]["langevin_step"][0]
+    case = grading.load_reference(REFERENCES["public"])["cases"]["langevin_step"][0]
     with pytest.raises(pytest.fail.Exception) as failure:
         te.check_reference(Off, case)
     message = str(failure.value.msg)
@@ -206,7 +206,7 @@ def test_randomness_outside_the_seams_is_explained():
             out = super().langevin_step(x)
             return (out + 0.01 * torch.randn_like(out)).clamp(-1, 1)
 
-    case = te.load_reference(REFERENCES["public"])["cases"]["langevin_step"][0]
+    case = grading.load_reference(REFERENCES["public"])["cases"]["langevin_step"][0]
     with pytest.raises(pytest.fail.Exception) as failure:
         te.check_reference(Randn, case)
     assert "draws randomness elsewhere" in str(failure.value.msg)
@@ -214,7 +214,7 @@ def test_randomness_outside_the_seams_is_explained():
 
 def test_the_references_are_reproducible():
     """Rebuilding a set gives the stored tensors (to float32 rounding), so they are the solution's."""
-    stored = te.load_reference(REFERENCES["public"])
+    stored = grading.load_reference(REFERENCES["public"])
     rebuilt = make_energy_reference.build("public")
     for function, cases in rebuilt["cases"].items():
         assert len(cases) == len(stored["cases"][function])
@@ -225,7 +225,7 @@ def test_the_references_are_reproducible():
 
 
 def test_hidden_differs_from_public():
-    public, hidden = (te.load_reference(REFERENCES[n]) for n in ("public", "hidden"))
+    public, hidden = (grading.load_reference(REFERENCES[n]) for n in ("public", "hidden"))
     assert public["seed"] != hidden["seed"]
     for function, cases in public["cases"].items():
         public_shapes = {tuple(c["expected"].shape) for c in cases}

@@ -9,17 +9,11 @@ own function's tests with its name. `detect` says how test_energy.py recognises 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from energy import EnergyModel  # noqa: E402
+from energy import EnergyModel
 
 
 @dataclass

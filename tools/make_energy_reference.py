@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the solution and the tests live at the root
 
 import pytest  # noqa: E402  (test_energy reports failures as pytest outcomes)
 
-import energy_mistakes  # noqa: E402
+import grading  # noqa: E402
 import test_energy as te  # noqa: E402
 from energy import EnergyModel  # noqa: E402
+from tools.energy_mistakes import CATALOGUE  # noqa: E402
 
 FORMAT = 1
 OUTPUTS = {"public": ROOT / "data" / "reference" / "public_energy.pt",
@@ -163,7 +164,7 @@ def _make_case(function: str, spec: dict, generator: torch.Generator) -> dict:
 def _output(model_class, case: dict):
     """Run a case as test_energy.py does; None if it raises."""
     try:
-        out, _ = te.run_case(model_class, case)
+        out = grading.observe(te.observe_case, model_class, case["function"], te.case_inputs(case))["outputs"][0]
     except pytest.fail.Exception:
         return None
     return out.detach().cpu() if isinstance(out, torch.Tensor) else None
@@ -175,7 +176,7 @@ def build(name: str, seed: int | None = None) -> dict:
         raise SystemExit("make_energy_reference: generate on the CPU (unset ENERGY_TEST_DEVICE)")
     spec = SETS[name]
     seed = spec["seed"] if seed is None else seed
-    catalogue = energy_mistakes.CATALOGUE
+    catalogue = CATALOGUE
     reference = {
         "format": FORMAT, "name": name, "seed": seed, "made_with_torch": str(torch.__version__),
         "mistakes": {m.key: {"function": m.function, "title": m.title, "why": m.why, "detect": m.detect}
@@ -208,10 +209,10 @@ def build(name: str, seed: int | None = None) -> dict:
 
 def _check(reference: dict) -> None:
     """The solution passes every check; every output mistake is recorded for its own function (or one it calls)."""
-    failures = {k: v for k, v in te.run_checks(EnergyModel, reference).items() if v}
+    failures = {k: v for k, v in grading.run_checks(te, {"model_class": EnergyModel}, reference).items() if v}
     if failures:
         raise SystemExit("make_energy_reference: the solution fails test_energy.py:\n" + "\n".join(failures.values()))
-    for m in energy_mistakes.CATALOGUE:
+    for m in CATALOGUE:
         if m.detect == "output" and not any(m.key in c["mistakes"] for c in reference["cases"][m.function]):
             raise SystemExit(f"make_energy_reference: mistake {m.key} gives the right output on every {m.function} "
                              "case; add a case where it differs")
