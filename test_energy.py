@@ -44,12 +44,11 @@ import inspect
 import os
 from pathlib import Path
 
+import grading
 import pytest
 import torch
-from torch import nn
-
-import grading
 from grading import GradingError, call, close, dtype_name, fail, observation, observe, times
+from torch import nn
 
 FUNCTIONS = ("langevin_step", "langevin_sample", "loss", "sample_buffer", "update_buffer", "forward", "sample")
 # End to end, test_langevin_sample runs your own langevin_step.
