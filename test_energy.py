@@ -44,11 +44,12 @@ import inspect
 import os
 from pathlib import Path
 
-import grading
 import pytest
 import torch
-from grading import GradingError, call, close, dtype_name, fail, observation, observe, times
 from torch import nn
+
+import grading
+from grading import GradingError, call, close, dtype_name, fail, observation, observe, times
 
 FUNCTIONS = ("langevin_step", "langevin_sample", "loss", "sample_buffer", "update_buffer", "forward", "sample")
 # End to end, test_langevin_sample runs your own langevin_step.

@@ -11,10 +11,10 @@ import re
 import types
 from pathlib import Path
 
-import grading
 import pytest
 import torch
 
+import grading
 import test_energy as te
 from energy import EnergyModel
 from tools import energy_mistakes, make_energy_reference

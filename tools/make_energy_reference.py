@@ -23,9 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the solution and the tests live at the root
 
-import grading  # noqa: E402
 import pytest  # noqa: E402  (test_energy reports failures as pytest outcomes)
 
+import grading  # noqa: E402
 import test_energy as te  # noqa: E402
 from energy import EnergyModel  # noqa: E402
 from tools.energy_mistakes import CATALOGUE  # noqa: E402
