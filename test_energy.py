@@ -57,7 +57,7 @@ DEPENDS_ON = {"langevin_sample": ("langevin_step",)}
 grading.register(__file__, FUNCTIONS, hints=[
     (r"element 0 of tensors does not require grad|does not require grad and does not have a grad_fn",
      "Autograd can only differentiate E(x) with respect to x if x requires grad: start from "
-     "x = x.detach().requires_grad_(True), and compute E(x) inside `with torch.enable_grad():`."),
+     "a detached copy of x with requires_grad on, and compute E(x) inside `with torch.enable_grad():`."),
 ])
 EnergyModel = grading.import_student("energy", "EnergyModel")
 
@@ -252,11 +252,11 @@ def test_forward_runs_the_method(model_class, config):
     x_fake = chains[0]["out"]
     if not updates:
         fail("forward never called update_buffer: buffer never updated, so every chain restarts from the same old "
-             "points. Call self.update_buffer(x_fake, idx) with the Langevin samples")
+             "points. Call update_buffer with the Langevin samples and the idx that sample_buffer returned")
     if len(updates) != 1 or not same_tensor(updates[0]["x"], x_fake) or not same_tensor(updates[0]["idx"], idx):
         wrong = (" (the chains' starting points were written back instead of the Langevin samples)"
                  if same_tensor(updates[0]["x"], x_init) else "")
-        fail("forward must call self.update_buffer(x_fake, idx) once, with langevin_sample's output and the idx "
+        fail("forward must call update_buffer once, with langevin_sample's output and the idx "
              f"that sample_buffer returned{wrong}")
     if len(losses) != 1 or not same_tensor(losses[0]["x_real"], x_real) or not same_tensor(losses[0]["x_fake"], x_fake):
         wrong = " (the chains' starting points used as x_fake?)" if losses and same_tensor(losses[0]["x_fake"], x_init) else ""

@@ -312,24 +312,25 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
     source = (root / "diffusion.py").read_text()
     stub, removed, provided = stub_solution(source, parts, functions)
     (out / "diffusion.py").write_text(stub)
-    present = tuple(n for n, p in PARTS.items() if re.search(rf"^class {p.cls}\b", source, re.M))
-    _, every_block, _ = stub_solution(source, present)
     provided_lines = {line.strip() for lines in provided.values() for line in lines}
-    check_no_leak(out, {k: v for k, v in every_block.items() if k not in provided}, provided_lines)
+    secrets = []  # (file, its solution blocks that must not reach the students, lines shipped on purpose)
     for file in sorted({p.source for p in PARTS.values()} - {"diffusion.py"}):  # parts in files of their own
         if not (root / file).is_file():
             continue
         own = (root / file).read_text()
-        own_parts = tuple(n for n, p in PARTS.items() if p.source == file)
-        if (out / file).is_file():
-            stub, own_removed, own_provided = stub_solution(own, parts, functions, file)
-            (out / file).write_text(stub)
+        own_provided = {}
+        if (out / file).is_file():  # stubbed before any leak check reads the handout
+            own_stub, own_removed, own_provided = stub_solution(own, parts, functions, file)
+            (out / file).write_text(own_stub)
             removed.update(own_removed)
-        else:
-            own_provided = {}
-        _, own_blocks, _ = stub_solution(own, own_parts, file=file)
-        check_no_leak(out, {k: v for k, v in own_blocks.items() if k not in own_provided},
-                      {line.strip() for lines in own_provided.values() for line in lines}, file)
+        _, own_blocks, _ = stub_solution(own, tuple(n for n, p in PARTS.items() if p.source == file), file=file)
+        own_lines = {line.strip() for lines in own_provided.values() for line in lines}
+        secrets.append((file, {k: v for k, v in own_blocks.items() if k not in own_provided}, own_lines))
+    present = tuple(n for n, p in PARTS.items() if re.search(rf"^class {p.cls}\b", source, re.M))
+    _, every_block, _ = stub_solution(source, present)
+    check_no_leak(out, {k: v for k, v in every_block.items() if k not in provided}, provided_lines)
+    for file, blocks, own_lines in secrets:
+        check_no_leak(out, blocks, provided_lines | own_lines, file)
     return removed
 
 
