@@ -5,6 +5,7 @@ runs in `python tools/make_handout.py dist/ --parts 3`; here the build runs with
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,36 @@ def test_part_3_alone_provides_part_1(handouts):
     diffusion = (handouts[(3,)] / "handout" / "diffusion.py").read_text()
     assert "NotImplementedError" not in diffusion and "BEGIN SOLUTION" not in diffusion
     assert not (handouts[(3,)] / "handout" / "test_diffusion.py").exists()
+
+
+ASCENT = '''
+
+class EnergyModel(EnergyModel):  # the solution with one mistake: ascending the energy
+    def langevin_step(self, x):
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.energy(x).sum(), x)
+        return (x.detach() + self.step_size * grad + self.noise_scale * self.noise_like(x.shape, x.device)).clamp(-1, 1)
+'''
+
+
+def test_the_autograder_grades_part_3(tmp_path):
+    """grade.py on energy.py: the solution gets full marks; a wrong langevin_step costs its own points only."""
+    from tools.autograder import grade
+
+    def run(text: str) -> dict:
+        folder = tmp_path / f"submission{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        (folder / "energy.py").write_text(text)
+        results = folder / "results.json"
+        assert grade.main(["--submission", str(folder), "--results", str(results), "--parts", "energy"]) == 0
+        return {t["name"]: t for t in json.loads(results.read_text())["tests"]}
+
+    solution = (ROOT / "energy.py").read_text()
+    full = run(solution)
+    assert all(t["score"] == t["max_score"] for t in full.values()) and sum(t["max_score"] for t in full.values()) == 100
+    wrong = run(solution + ASCENT)
+    assert wrong["Part 3: langevin_step"]["score"] < wrong["Part 3: langevin_step"]["max_score"]
+    assert "ascending the energy" in wrong["Part 3: langevin_step"]["output"]
+    assert "Not counted here (caused by langevin_step)" in wrong["Part 3: langevin_sample"]["output"]
+    assert all(t["score"] == t["max_score"] for name, t in wrong.items() if not name.endswith(("langevin_step",)))
