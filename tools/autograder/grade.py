@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,7 +54,6 @@ class Part:
     points: dict[str, int]  # function -> points, in the order Gradescope shows them
     public: tuple[str, ...] = ()  # public files the test module reads at import (data/reference/...)
     title: str = ""  # prefix of the entries' names when several parts are graded
-    extra: dict = field(default_factory=dict)
 
 
 # ---- grading policy: edit here ---------------------------------------------------------------
