@@ -21,7 +21,7 @@ sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tools" / "autograder")]
 import grade  # noqa: E402
 import make_handout  # noqa: E402
 
-FULL = sum(sum(part.points.values()) for part in grade.PARTS.values())  # grade.main grades every part it finds
+FULL = sum(grade.POINTS.values())
 
 
 def submission_source(name: str) -> tuple[str, str]:
