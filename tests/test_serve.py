@@ -497,3 +497,53 @@ def test_bench_scripts_run_end_to_end(checkpoint):
     assert "pixel Frechet distance (NOT FID)" in quality.stdout
     assert [line.split("|")[1].strip() for line in quality.stdout.splitlines() if line.startswith("| ") and "steps" in line] == \
            ["DDIM, 2 steps, eta 0", "DDIM, 5 steps, eta 0", f"ancestral, {T} steps"]
+
+
+# ---------------------------------------------------------------------------------------- Part 3's EBM
+
+@pytest.fixture(scope="module")
+def ebm_client(tmp_path_factory):
+    """Part 3's checkpoint layout (args model = "ebm", EMA of an EnergyModel), built directly."""
+    from energy import EnergyModel, EnergyNet
+
+    torch.manual_seed(0)
+    config = TrainConfig(image_size=8, model="ebm", energy_dim=8, buffer_size=16, sample_steps=5)
+    ebm = EnergyModel(EnergyNet(channels=3, dim=8), image_size=8, buffer_size=16, sample_steps=5)
+    path = tmp_path_factory.mktemp("ebm") / "model.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "step": 3, "args": asdict(config), "model": ebm.state_dict(),
+                "ema": AveragedModel(ebm, use_buffers=True).state_dict()}, path)
+    model = serve.load_model(str(path), "ebm", torch.device("cpu"))
+    with TestClient(serve.create_app([model])) as c:
+        yield c
+
+
+def test_ebm_is_listed_and_sampled_with_langevin(ebm_client):
+    m = ebm_client.get("/api/models").json()[0]
+    assert (m["kind"], m["samplers"], m["default_steps"], m["train_steps"]) == ("ebm", {"langevin": {"steps": [1, 1000]}}, 5, 3)
+    body = {"n": 4, "seed": 3, "steps": 4}
+    first = ebm_client.post("/api/generate", json=body)
+    assert first.status_code == 200, first.text
+    assert decode_png(first.content).size == (22, 22)
+    assert ebm_client.post("/api/generate", json=body).content == first.content
+    assert ebm_client.post("/api/generate", json={**body, "seed": 4}).content != first.content
+    frames = ebm_client.post("/api/denoise", json={"seed": 3, "steps": 4, "format": "json"}).json()["frames"]
+    assert len(frames) == 4 + 1
+
+
+EBM_BAD_REQUESTS = [
+    ({"sampler": "ddim"}, ["sampler:", "langevin"]),
+    ({"steps": 0}, ["steps:", "between 1 and 1000"]),
+    ({"steps": 1001}, ["steps:", "between 1 and 1000"]),
+    ({"label": 1}, ["label:", "energy-based"]),
+    ({"guidance": 1}, ["guidance:", "energy-based"]),
+    ({"threshold": "static"}, ["threshold:", "energy-based"]),
+    ({"eta": 0.5}, ["eta:", "energy-based"]),
+]
+
+
+@pytest.mark.parametrize("body, words", EBM_BAD_REQUESTS, ids=[json.dumps(r[0]) for r in EBM_BAD_REQUESTS])
+def test_ebm_bad_input_names_the_field(ebm_client, body, words):
+    reply = ebm_client.post("/api/generate", json=body)
+    assert reply.status_code == 422, reply.text
+    for word in words:
+        assert word in reply.json()["detail"], reply.json()["detail"]
