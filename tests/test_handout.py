@@ -128,10 +128,12 @@ def test_self_checks_ran_and_results_follow_gradescope_format(built):
 def test_autograder_layout_and_zip(built):
     out, _ = built
     folder = out / "autograder"
-    for name in ("setup.sh", "run_autograder", "grade.py", "pytest_results.py", "requirements.txt",
-                 "test_diffusion.py", "reference/hidden.pt", "provided/unet.py"):
+    for name in ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "requirements.txt", "student_requirements.txt",
+                 "THREAT_MODEL.md", "grading.py", "test_diffusion.py", "data/reference/public.pt", "reference/hidden.pt",
+                 "provided/unet.py"):
         assert (folder / name).is_file(), name
     assert (folder / "test_diffusion.py").read_bytes() == (ROOT / "test_diffusion.py").read_bytes()
+    assert (folder / "student_requirements.txt").read_bytes() == (ROOT / "requirements.txt").read_bytes()
     with zipfile.ZipFile(out / "autograder.zip") as archive:
         names = sorted(archive.namelist())
         assert names == sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -183,13 +185,13 @@ def test_grading_policy_excuses_only_blamed_failures():
         return {"name": name, "outcome": "passed" if passed else "failed", "message": "" if passed else f"{name} bad",
                 "blame": list(blame)}
 
-    outcomes = {"tests": [
+    outcomes = [
         test("test_p_sample[a]", False), test("test_p_sample[b]", True),
         test("test_p_sample_loop_steps[a]", True), test("test_p_sample_loop[a]", False, ["p_sample"]),
         test("test_sample_calls[a]", False), test("test_sample[a]", False, ["p_sample_loop", "p_sample"]),
         test("test_q_sample[a]", False, ["forward"]),  # blame on a function that passes: still counted
-    ]}
-    scores = {t["name"]: t["score"] for t in grade.score(outcomes)["tests"]}
+    ]
+    scores = {t["name"]: t["score"] for t in grade.score(grade.PARTS["diffusion"], outcomes, "")}
     assert scores["p_sample"] == grade.POINTS["p_sample"] / 2
     assert scores["p_sample_loop"] == grade.POINTS["p_sample_loop"]  # its only failure is p_sample's doing
     assert scores["sample"] == 0  # its own spy test fails; the end-to-end one is excused
@@ -201,17 +203,19 @@ def test_an_infinite_loop_fails_one_test_instead_of_hanging(tmp_path):
                                                           "            pass", 1)  # the first block: q_sample
     (tmp_path / "diffusion.py").write_text(looping)
     shutil.copy(ROOT / "test_diffusion.py", tmp_path)
+    shutil.copy(ROOT / "grading.py", tmp_path)
     env = dict(os.environ, DIFFUSION_TEST_TIMEOUT="1", PYTHONDONTWRITEBYTECODE="1",
                DIFFUSION_REFERENCE=str(ROOT / "data" / "reference" / "public.pt"))
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_diffusion.py",
                           "-k", "test_q_sample and t_0 or test_sample_calls"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
-    assert "Timeout" in run.stdout and "1 failed, 2 passed" in run.stdout, run.stdout[-2000:]
+    assert "q_sample: timed out after 1 s (an infinite loop?)" in run.stdout, run.stdout[-2000:]
+    assert "1 failed, 2 passed" in run.stdout and "tensor(" not in run.stdout, run.stdout[-2000:]
 
 
 def _fake_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
-    for name in ("diffusion.py", "test_diffusion.py", "unet.py", "requirements.txt", "data/reference/public.pt",
+    for name in ("diffusion.py", "test_diffusion.py", "grading.py", "unet.py", "requirements.txt", "data/reference/public.pt",
                  "tools/reference/hidden.pt"):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
