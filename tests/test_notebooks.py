@@ -102,7 +102,8 @@ except KeyboardInterrupt:
 """
 # The notebook's kernel: runs the setup cell, then the child through run(), shows what Jupyter would.
 KERNEL = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a Jupyter kernel, even if started ignoring it
 exec(sys.stdin.read())
 try:
     run(f"{sys.executable} child.py")
@@ -138,7 +139,7 @@ def test_run_passes_an_interrupt_to_the_command(name, tmp_path):
 def handout_copy(folder: Path) -> Path:
     """The student's handout (the stub diffusion.py and every file students get), in folder."""
     spec = importlib.util.spec_from_file_location("make_handout", REPO / "tools" / "make_handout.py")
-    make_handout = importlib.util.module_from_spec(spec)
+    make_handout = sys.modules["make_handout"] = importlib.util.module_from_spec(spec)  # dataclasses need it there
     spec.loader.exec_module(make_handout)
     make_handout.build_handout(REPO, folder)
     return folder
