@@ -144,13 +144,14 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self._setup_distributed()
         torch.manual_seed(config.seed + self.rank)
-        # FID first: missing Inception weights must fail now, not after hours of training.
+        # Cheap checks first, then FID: missing Inception weights must fail now, not after hours of training.
+        image_folder = self._image_folder()
         self.fid_metric = None
         if config.fid and self.is_main:
             metric_device = "cpu" if self.device.type == "mps" else self.device  # MPS has no float64
             self.fid_metric = utils.make_fid_metric(config.fid_weights).to(metric_device)
 
-        images = self._load_images()
+        images = self._load_images(image_folder)
         self.real_images = images if config.fid and self.is_main else None
         self.batches = self._make_batches(images[self.rank :: self.world_size])
 
@@ -195,11 +196,15 @@ class Trainer:
             raise UserError(f"--batch_size {self.config.batch_size} counts all {self.world_size} processes together "
                             f"and must be divisible by {self.world_size}")
 
-    def _load_images(self) -> torch.Tensor:
+    def _image_folder(self) -> Path | None:
+        """The folder of training images (None: the demo set), checked before any slow start-up work."""
         config = self.config
         if config.data_path is None:
-            return utils.make_demo_dataset(config.demo_images, config.image_size, seed=0)
+            return None
         data_path = Path(config.data_path)
+        if data_path.is_file():
+            raise UserError(f"--data_path {data_path} is a file: pass the folder that holds the class folder "
+                            f"{config.data_class}/ (see README.md, \"Homework data\")")
         if not data_path.is_dir():
             raise UserError(f"--data_path {data_path} does not exist: pass the folder that holds the class "
                             f"folder {config.data_class}/ (see README.md, \"Homework data\"), or omit it for the demo set")
@@ -209,6 +214,12 @@ class Trainer:
             found = f"it has {', '.join(classes[:8])}" if classes else "it has no subfolders"
             raise UserError(f"--data_class {config.data_class}: there is no folder {folder} ({found}); images are "
                             "read from data_path/data_class/")
+        return folder
+
+    def _load_images(self, folder: Path | None) -> torch.Tensor:
+        config = self.config
+        if folder is None:
+            return utils.make_demo_dataset(config.demo_images, config.image_size, seed=0)
         try:
             images = utils.load_image_folder(folder, config.image_size)
         except UserError as error:
@@ -356,8 +367,10 @@ class Trainer:
         return [((frame.clamp(-1, 1) + 1) / 2).cpu() for frame in frames]
 
     def evaluate_fid(self) -> float:
-        """FID of --fid_samples EMA samples against the real images (their statistics cached on disk)."""
-        utils.load_real_statistics(self.fid_metric, self.real_images, self.save_folder / "fid_real_statistics.pt")
+        """FID of fid_samples EMA samples against the real images (their statistics cached on disk)."""
+        if self.real_images is not None:  # once per run: later evaluations reuse the statistics in the metric
+            utils.load_real_statistics(self.fid_metric, self.real_images, self.save_folder / "fid_real_statistics.pt")
+            self.real_images = None
         n, size = self.config.fid_samples, self.config.sample_batch_size
         batches = (self.sample(min(size, n - i)) for i in range(0, n, size))
         return utils.compute_fid(self.fid_metric, tqdm(batches, total=math.ceil(n / size), desc="FID: samples",
@@ -375,8 +388,14 @@ class Trainer:
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
         }
-        self.save_folder.mkdir(parents=True, exist_ok=True)
-        utils.atomic_torch_save(checkpoint, self.checkpoint_path)
+        try:
+            self.save_folder.mkdir(parents=True, exist_ok=True)
+            utils.atomic_torch_save(checkpoint, self.checkpoint_path)
+        except OSError as error:  # e.g. a full disk; the atomic write left any previous file whole
+            kept = (f"the previous {self.checkpoint_path} is kept; resume from it with --load_path "
+                    f"{self.checkpoint_path}" if self.checkpoint_path.exists() else "no checkpoint was kept")
+            raise UserError(f"--save_folder: could not write the step-{self.step} checkpoint to {self.save_folder} "
+                            f"({error.strerror or error}): free some space or choose another folder; {kept}") from None
         return self.checkpoint_path
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -454,12 +473,17 @@ class Trainer:
                     bar.close()
                     return self._nonfinite(loss)
                 bar.set_postfix(loss=f"{loss:.4f}")
+                if self.step == config.train_steps:
+                    bar.close()  # before the last log lines, so that the final bar prints once
                 fid = self._save_point() if save_now else None
                 self._record(loss=loss, steps_per_second=rate, fid=fid)
                 last_read = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
             return self._interrupted(loss_sum, count)
+        except UserError:  # e.g. a full disk at a save: the message goes below a closed bar
+            bar.close()
+            raise
         bar.close()
         return FitResult(Status.DONE, self.step, checkpoint=self._checkpoint_if_written())
 
@@ -467,12 +491,14 @@ class Trainer:
         c = self.config
         amp = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.amp_dtype]
         fused = self.optimizer.param_groups[0].get("fused")
+        when = ("at the end" if c.save_and_sample_every >= c.train_steps
+                else f"every {c.save_and_sample_every} steps and at the end")
         return (f"device {self.device} x {self.world_size} process(es) | amp {amp} | channels_last {_on(c.channels_last)} | "
                 f"compile {_on(c.compile)} | data on device {_on(isinstance(self.batches, utils.DeviceBatches))} | "
-                f"fused Adam {_on(fused)}\nmodel {count_parameters(self.model.model) / 1e6:.2f}M parameters "
+                f"fused Adam {_on(fused)}\nmodel {count_parameters(self.model) / 1e6:.2f}M parameters "
                 f"(--unet_dim {c.unet_dim}, --unet_dim_mults {' '.join(map(str, c.unet_dim_mults))}), "
-                f"T = {c.time_steps} | batch {c.batch_size} | {c.train_steps} steps | every "
-                f"{c.save_and_sample_every} steps: checkpoint and samples in {self.save_folder}/")
+                f"T = {c.time_steps} | batch {c.batch_size} | {c.train_steps} steps | {when}: checkpoint and "
+                f"samples in {self.save_folder}/")
 
     def _mean_over_ranks(self, loss_sum: torch.Tensor, count: int) -> float:
         if self.world_size > 1:
@@ -492,13 +518,18 @@ class Trainer:
             return []
         written = [self.save_checkpoint()] if save_checkpoint else []
         grid = self.save_folder / f"sample-{self.step}.png"
-        self.save_folder.mkdir(parents=True, exist_ok=True)
-        utils.save_grid(self.sample(self.config.num_samples), grid)
-        written.append(grid)
-        if self.config.visualize:
-            strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
-            utils.save_denoising(self.sample_trajectory(self.config.visualize_samples), strip, gif)
-            written += [strip, gif]
+        try:
+            self.save_folder.mkdir(parents=True, exist_ok=True)
+            utils.save_grid(self.sample(self.config.num_samples), grid)
+            written.append(grid)
+            if self.config.visualize:
+                strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
+                utils.save_denoising(self.sample_trajectory(self.config.visualize_samples), strip, gif)
+                written += [strip, gif]
+        except OSError as error:
+            saved = f"; the checkpoint {written[0]} was saved" if written else ""
+            raise UserError(f"--save_folder: could not write the step-{self.step} samples to {self.save_folder} "
+                            f"({error.strerror or error}): free some space or choose another folder{saved}") from None
         if self._wandb is not None:
             self._wandb.log({"samples": self._wandb.Image(str(grid))}, step=self.step)
         return written

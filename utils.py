@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import shutil
 import sys
@@ -108,15 +109,16 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
-def _decode(path: Path, image_size: int) -> torch.Tensor:
-    """One file -> [3, S, S] uint8: shorter side resized to S (antialiased), centre crop."""
+def _decode(path: Path, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One file -> ([3, S, S] uint8, its original (height, width)): shorter side resized to S, centre crop."""
     image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
     if image.dtype != torch.uint8:  # 16-bit PNGs
         image = TF.to_dtype(image, torch.uint8, scale=True)
+    original = tuple(image.shape[-2:])
     if tuple(image.shape[-2:]) != (image_size, image_size):
         image = TF.resize(image, [image_size], antialias=True)
         image = TF.center_crop(image, [image_size, image_size])
-    return image
+    return image, original
 
 
 def _names(paths: list[Path], limit: int = 5) -> str:
@@ -161,12 +163,20 @@ def load_image_folder(folder: str | Path, image_size: int, max_unreadable_fracti
         except Exception:  # noqa: BLE001 a stale or damaged cache is rebuilt, never fatal
             pass
 
-    images, unreadable = [], []
+    images, unreadable, enlarged = [], [], []
     for path in tqdm(files, desc=f"decoding {folder}", unit="img", leave=False, disable=len(files) < 500):
         try:
-            images.append(_decode(path, image_size))
+            image, (h, w) = _decode(path, image_size)
         except Exception:  # noqa: BLE001 (torchvision raises RuntimeError, OSError or ValueError)
             unreadable.append(path)
+            continue
+        images.append(image)
+        if min(h, w) < image_size:
+            enlarged.append((w, h))
+    if len(enlarged) > len(images) // 2:  # enlarged images only look blurry: refuse rather than train on them
+        w, h = enlarged[0]
+        raise UserError(f"--image_size {image_size} is larger than the images in {folder} (e.g. {w}x{h}), which "
+                        f"would be enlarged: train at their size or prepare the data at --image_size {image_size}")
     if unreadable:
         if not images or len(unreadable) > max_unreadable_fraction * len(files):
             raise UserError(f"{len(unreadable)} of {len(files)} images in {folder} cannot be read: {_names(unreadable)}; "
@@ -315,13 +325,15 @@ def save_grid(images: torch.Tensor, path: str | Path) -> None:
     save_image(images.float().cpu(), str(path), nrow=nrow, padding=2)
 
 
-def save_denoising(frames: list[torch.Tensor], strip_path: str | Path, gif_path: str | Path, strip_columns: int = 11) -> None:
+def save_denoising(frames: list[torch.Tensor], strip_path: str | Path, gif_path: str | Path, strip_columns: int = 11,
+                   gif_width: int = 384) -> None:
     """Save the reverse process x_T ... x_0 of a few samples.
 
     Args:
         frames: T + 1 tensors [N, C, H, W] in [0, 1]: frames[0] is x_T (noise), frames[-1] x_0.
         strip_path: PNG, one row per sample, `strip_columns` evenly spaced steps left to right.
-        gif_path: animated GIF, one frame per step (all samples side by side), the last held.
+        gif_path: animated GIF, one frame per step (the samples in an about square grid, enlarged
+            to at least `gif_width` pixels), the last frame held.
     """
     from PIL import Image
 
@@ -330,9 +342,12 @@ def save_denoising(frames: list[torch.Tensor], strip_path: str | Path, gif_path:
     save_image(strip.flatten(0, 1), str(strip_path), nrow=len(picks), padding=2)
 
     pictures = []
+    nrow = math.ceil(frames[0].shape[0] ** 0.5)  # about square, like the sample grid
     for frame in frames:
-        grid = make_grid(frame.float().cpu(), nrow=frame.shape[0], padding=2)
-        pictures.append(Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy()))
+        grid = make_grid(frame.float().cpu(), nrow=nrow, padding=2)
+        picture = Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy())
+        scale = max(1, math.ceil(gif_width / picture.width))  # 32x32 tiles are too small to watch
+        pictures.append(picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST))
     durations = [60] * (len(pictures) - 1) + [1500]
     pictures[0].save(str(gif_path), save_all=True, append_images=pictures[1:], duration=durations, loop=0)
 
@@ -390,7 +405,14 @@ def make_fid_metric(weights_path: str | None = None, feature: nn.Module | None =
     options = dict(reset_real_features=False, normalize=False, sync_on_compute=False)
     if feature is not None:
         return FrechetInceptionDistance(feature=feature, **options)
-    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(inception_weights(weights_path)), **options)
+    path = inception_weights(weights_path)
+    try:
+        return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), **options)
+    except Exception as error:  # noqa: BLE001 (unpickling and load_state_dict raise many types)
+        what = f"--fid_weights {path}" if weights_path else f"the downloaded Inception weights {path}"
+        fix = "pass" if weights_path else "delete it to download it again, or pass --fid_weights with"
+        raise UserError(f"{what} is not the Inception network's weights ({type(error).__name__}): {fix} the file "
+                        f"from {INCEPTION_URL}") from None
 
 
 def _batches(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:

@@ -263,6 +263,24 @@ def test_afhq_source_without_afhq_layout_is_one_line_error(tmp_path, cache_calls
     assert "found no images for cat, dog, wild" in message and str(source) in message
 
 
+def test_afhq_source_that_is_not_a_zip_does_not_say_delete_it(tmp_path, cache_calls, capsys):
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip at all")
+    with pytest.raises(SystemExit) as excinfo:
+        afhq.main(["--source", str(junk), "--out", str(tmp_path / "out")])
+    message = one_line_error(excinfo, capsys)
+    assert f"--source {junk} is not a readable zip file" in message and "delete" not in message
+    assert junk.read_bytes() == b"not a zip at all"
+
+
+def test_afhq_help_gives_the_size_and_a_fallback_source(capsys):
+    with pytest.raises(SystemExit):
+        afhq.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "15,000" in help_text and "512x512" in help_text
+    assert "animal-faces" in help_text and "Colab" in help_text
+
+
 def test_afhq_missing_source_exits_without_traceback(tmp_path):
     missing = tmp_path / "nowhere" / "afhq.zip"
     result = run_script("afhq", "--source", str(missing), "--out", str(tmp_path / "out"))
@@ -386,7 +404,9 @@ def test_cifar_corrupted_batches_are_one_line_error(tmp_path, cache_calls, capsy
     make_cifar_batches(tmp_path / "input")  # torchvision's real md5 sums do not match these files
     with pytest.raises(SystemExit) as excinfo:
         cifar.main(["--source", str(tmp_path / "input"), "--out", str(tmp_path / "out")])
-    assert "corrupted" in one_line_error(excinfo, capsys)
+    message = one_line_error(excinfo, capsys)
+    assert "corrupted" in message
+    assert "download=True" not in message and "--source" in message  # our advice, not torchvision's
 
 
 def test_cifar_failed_download_is_one_line_error(tmp_path, cache_calls, monkeypatch, served, capsys):

@@ -82,9 +82,12 @@ def load(source: Path | None, raw: Path):
             root = raw
     try:
         return CIFAR10(root=str(root), train=True, download=download)
-    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted" and md5 mismatches
-        raise UserError(f"CIFAR-10 in {root / BATCHES}: {err}; delete it and run again, "
-                           "or pass --source with a good copy") from None
+    except RuntimeError:  # torchvision's "Dataset not found or corrupted" (its advice, download=True, is not ours)
+        if source is not None:
+            raise UserError(f"--source {source}: {root / BATCHES} is incomplete or corrupted (a file is missing or "
+                            f"its checksum is wrong): pass a good copy of {BATCHES}/ or {ARCHIVE}") from None
+        raise UserError(f"the earlier download in {root / BATCHES} is incomplete or corrupted: delete {root} and run "
+                        "again, or pass --source with a good copy") from None
     except Exception as err:  # noqa: BLE001 urllib's URLError, HTTPError, OSError, socket timeouts ...
         reason = getattr(err, "reason", None) or err
         raise UserError(f"could not download CIFAR-10 ({reason}); without internet, pass --source "
