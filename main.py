@@ -26,7 +26,7 @@ try:
 
     from diffusion import GaussianDiffusion
     from trainer import FitResult, Status, TrainConfig, Trainer
-    from utils import CommandLineParser, UserError
+    from utils import CommandLineParser, UserError, run_command_line
 except KeyboardInterrupt:  # Ctrl-C while torch loads: one line, not an import traceback
     print("interrupted before training started; nothing was saved", file=sys.stderr)
     sys.exit(130)
@@ -216,9 +216,8 @@ def report(result: FitResult, argv: list[str], world_size: int) -> None:
               f"{resume_command(argv, result.checkpoint, world_size)}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line: returns the exit code (0 done, 1 NaN loss, 2 bad input, 130 Ctrl-C)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+def train(argv: list[str]) -> int:
+    """Parse the flags, train, report how it ended; returns the exit code. Raises UserError."""
     trainer = None
     try:
         args = parse_args(argv)
@@ -231,18 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         if trainer.is_main:  # under torchrun, rank 0 speaks for all
             report(result, argv, trainer.world_size)
         return EXIT_CODES[result.status]
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except NotImplementedError as error:  # a stub the start-up probe did not reach
-        print(f"error: diffusion.py: {error}; write it and check it with `pytest test_diffusion.py`", file=sys.stderr)
-        return 2
+    except NotImplementedError as error:  # a stub that the start-up probe did not reach
+        raise UserError(f"diffusion.py: {error}; write it and check it with `pytest test_diffusion.py`") from None
     except KeyboardInterrupt:  # during start-up (Trainer.fit handles it during training)
         print("interrupted before training started; nothing was saved", file=sys.stderr)
         return 130
     finally:
         if trainer is not None:
             trainer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: returns the exit code (0 done, 1 NaN loss, 2 bad input, 130 Ctrl-C)."""
+    return run_command_line(train, sys.argv[1:] if argv is None else list(argv))
 
 
 def _short_warning(message, category, filename, lineno, file=None, line=None):

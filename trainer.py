@@ -130,7 +130,7 @@ class Trainer:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
-        self.device = utils.pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.step = 0
         self.save_folder = Path(config.save_folder)
         self.checkpoint_path = self.save_folder / "model.pt"
@@ -275,12 +275,11 @@ class Trainer:
 
     @torch.no_grad()
     def _ema_update(self, ema_params: list[torch.Tensor], model_params: list[torch.Tensor], _count) -> None:
-        """ema <- decay * ema + (1 - decay) * model, with a warm-up on the decay.
+        """ema <- decay * ema + (1 - decay) * model, the decay warmed up over the first steps.
 
-        The warm-up min(decay, (1 + step) / (10 + step)) stops a short run's average from
-        remembering mostly the random initial weights. `step` is a Python int: no device read.
+        `self.step` counts the updates so far as a Python int, so this reads nothing from the device.
         """
-        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        decay = utils.ema_warmup_decay(self.config.ema_decay, self.step)
         torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
 
     # ------------------------------------------------------------------ the step
@@ -605,6 +604,27 @@ class Trainer:
             self._wandb = None
         if self._owns_process_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def pick_device(choice: str, local_rank: int = 0) -> torch.device:
+    """--device: auto picks CUDA (this process's GPU under torchrun), else Apple MPS, else CPU."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise UserError(f"--device {choice} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {choice}: no CUDA GPU is visible to torch; use --device auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {choice}: Apple MPS is not available here; use --device auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
 
 
 def _as_list(value) -> list:

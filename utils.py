@@ -1,18 +1,15 @@
-"""Data, images on disk, FID and small helpers for trainer.py and main.py.
+"""Helpers that more than one of the homework's scripts needs, in the order they depend on each other.
 
-    UserError            bad input: main.py prints it as one line `error: ...` and exits 2
-    CommandLineParser, run_command_line   argparse whose mistakes are UserErrors; run a script's main()
-    make_demo_dataset    the built-in procedural data set (coloured shapes, no download)
-    load_image_folder    decode a folder of jpg/png/webp once, cache it as a uint8 tensor
-    augment              uint8 batch -> random horizontal flip, scaled to [-1, 1]
-    DeviceBatches, LoaderBatches   endless random batches: on the device, or from a DataLoader
-    pick_device          --device auto: CUDA, else Apple MPS, else CPU
-    save_grid, save_denoising   sample grids (PNG) and the reverse process (PNG strip + GIF)
-    make_fid_metric, load_real_statistics, compute_fid   FID with torchmetrics
-    atomic_torch_save    write a file so that a crash mid-write never destroys the old one
+    errors and the command line   UserError, CommandLineParser, run_command_line
+    data in                       make_demo_dataset, load_image_folder, to_model_range, augment,
+                                  DeviceBatches, LoaderBatches
+    images out                    to_uint8, save_grid, save_denoising
+    FID                           make_fid_metric, load_real_statistics, compute_fid
+    checkpoint files              atomic_torch_save
+    EMA                           ema_warmup_decay
 
 Images live as uint8 tensors [N, 3, S, S] (S = image_size) from the disk to the training
-device: four times smaller than float32, and converted to float only inside a batch.
+device, and become float only inside a batch.
 """
 
 from __future__ import annotations
@@ -36,10 +33,12 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
+# ----------------------------------------------------------------------------------------
+# Errors and the command line
+# ----------------------------------------------------------------------------------------
 
 class UserError(Exception):
     """A mistake in the command line or the files it names: reported in one line, no traceback."""
-
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -49,16 +48,18 @@ class CommandLineParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see python {self.prog} --help)")
 
 
-def run_command_line(main: Callable[[], int | None]) -> int:
-    """Run a script's main(): a UserError becomes one line `error: ...` on stderr and exit code 2."""
+def run_command_line(main: Callable[..., int | None], *args) -> int:
+    """Run a script's main(*args) and return its exit code: a UserError becomes one line `error: ...`
+    on stderr and exit code 2. Every script ends with `sys.exit(run_command_line(main))`."""
     try:
-        return main() or 0
+        return main(*args) or 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+
 # ----------------------------------------------------------------------------------------
-# Data
+# Data in
 # ----------------------------------------------------------------------------------------
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -191,45 +192,26 @@ def load_image_folder(folder: str | Path, image_size: int, max_unreadable_fracti
     return result
 
 
-def augment(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [-1, 1], each flipped left-right with probability 1/2.
-
-    Runs on whatever device the batch is on, without reading anything back to the host.
+def to_model_range(images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 images -> float in [-1, 1], flipped left-right where `flip` is True.
 
     Args:
-        batch: [B, C, H, W] uint8.
+        images: [B, C, H, W] uint8.
+        flip: [B] bool, or None for no flips.
     Returns:
         [B, C, H, W] float32 in [-1, 1].
     """
-    flip = torch.rand(batch.shape[0], 1, 1, 1, device=batch.device) < 0.5
-    batch = torch.where(flip, batch.flip(-1), batch)
-    return batch.float() / 127.5 - 1.0
+    if flip is not None:
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return images.float() / 127.5 - 1.0
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] float in [0, 1] -> uint8 in [0, 255], as a PNG would store it."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+def augment(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float [-1, 1], each image flipped left-right with probability 1/2.
 
-
-def pick_device(choice: str, local_rank: int = 0) -> torch.device:
-    """--device: auto picks CUDA (this process's GPU under torchrun), else Apple MPS, else CPU."""
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise UserError(f"--device {choice} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {choice}: no CUDA GPU is visible to torch; use --device auto or cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {choice}: Apple MPS is not available here; use --device auto or cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
+    Runs on the batch's device without reading anything back to the host.
+    """
+    return to_model_range(batch, torch.rand(batch.shape[0], device=batch.device) < 0.5)
 
 
 class DeviceBatches:
@@ -294,29 +276,12 @@ class LoaderBatches:
 
 
 # ----------------------------------------------------------------------------------------
-# Files
+# Images out
 # ----------------------------------------------------------------------------------------
 
-def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """torch.save through a temporary file and a rename, so `path` is always whole.
-
-    os.replace is atomic on POSIX and Windows: a reader sees the old file or the new one,
-    never half of one, even if this process dies mid-write.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's permissions
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] float in [0, 1] -> uint8 in [0, 255], as a PNG would store it."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def save_grid(images: torch.Tensor, path: str | Path) -> None:
@@ -397,7 +362,7 @@ def make_fid_metric(weights_path: str | None = None, feature: nn.Module | None =
 
     Args:
         weights_path: Inception weights file (see `inception_weights`); unused with `feature`.
-        feature: a custom feature extractor, uint8 [B, 3, H, W] -> [B, d] (tests use a small one).
+        feature: a custom feature extractor, uint8 [B, 3, H, W] -> [B, d]; None: the standard Inception network.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -455,3 +420,42 @@ def compute_fid(metric, fake_batches: Iterable[torch.Tensor]) -> float:
         batch = batch if batch.dtype == torch.uint8 else to_uint8(batch)
         metric.update(batch.to(device), real=False)
     return float(metric.compute())
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoint files
+# ----------------------------------------------------------------------------------------
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """torch.save through a temporary file and a rename, so `path` is always whole.
+
+    os.replace is atomic on POSIX and Windows: a reader sees the old file or the new one,
+    never half of one, even if this process dies mid-write.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's permissions
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+
+# ----------------------------------------------------------------------------------------
+# Exponential moving average of the weights
+# ----------------------------------------------------------------------------------------
+
+def ema_warmup_decay(decay: float, updates: int) -> float:
+    """The EMA's decay after `updates` updates: min(decay, (1 + n) / (10 + n)).
+
+    The warm-up stops a short run's average from remembering mostly the random initial weights.
+    """
+    return min(decay, (1 + updates) / (10 + updates))

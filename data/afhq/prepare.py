@@ -55,7 +55,6 @@ CLASSES = ("cat", "dog", "wild")
 # Dropbox for the file itself rather than its preview page.
 AFHQ_URL = "https://www.dropbox.com/s/t9l9o3vsx2jai3z/afhq.zip?dl=1"
 KAGGLE_INPUT = Path("/kaggle/input")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MANIFEST = "prepared.json"
 
 
@@ -73,7 +72,7 @@ def _match(relpaths: list[str], classes: tuple[str, ...]) -> dict[str, list[str]
     on a Mac carry next to every image.
     """
     names = "|".join(re.escape(c) for c in classes)
-    suffixes = "|".join(re.escape(s) for s in IMAGE_SUFFIXES)
+    suffixes = "|".join(re.escape(s) for s in utils.IMAGE_EXTENSIONS)
     patterns = (
         re.compile(rf"(?:^|/)train/({names})/([^/]+)(?:{suffixes})$", re.IGNORECASE),
         re.compile(rf"^({names})/([^/]+)(?:{suffixes})$", re.IGNORECASE),
@@ -278,13 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        args = build_parser().parse_args(argv)
-        counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size,
-                         url=args.url, force=args.force)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)  # one line and exit code 2, like main.py
-        sys.exit(2)
+    """The command line; a UserError is reported by utils.run_command_line (one line, exit code 2)."""
+    args = build_parser().parse_args(argv)
+    counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size,
+                     url=args.url, force=args.force)
     train = args.out / "train"
     print(f"done: {', '.join(f'{n} {c}' for c, n in counts.items())} images of "
           f"{args.image_size}x{args.image_size} in {train}/<class>/")
@@ -292,4 +288,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(utils.run_command_line(main))

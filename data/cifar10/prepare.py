@@ -151,16 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        args = build_parser().parse_args(argv)
-        counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size, args.force)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)  # one line and exit code 2, like main.py
-        sys.exit(2)
+    """The command line; a UserError is reported by utils.run_command_line (one line, exit code 2)."""
+    args = build_parser().parse_args(argv)
+    counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size, args.force)
     train = args.out / "train"
     print(f"done: {sum(counts.values())} images in {len(counts)} classes in {train}/<class>/")
     print(f"train with: python main.py --data_path {train} --data_class {next(iter(counts))}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(utils.run_command_line(main))
