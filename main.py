@@ -172,9 +172,10 @@ def unwritten_functions() -> list[str]:
 
 
 def unwritten_message(names: list[str]) -> str:
+    """One line naming the unwritten functions and the command that checks them."""
     listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
-    verb = "are" if len(names) > 1 else "is"
-    return (f"diffusion.py: {listed} {verb} not written yet; write them first and check each with "
+    verb, them = ("are", "them") if len(names) > 1 else ("is", "it")
+    return (f"diffusion.py: {listed} {verb} not written yet; write {them} first and check with "
             f"`pytest test_diffusion.py` (training needs all {len(HOMEWORK_FUNCTIONS)})")
 
 
