@@ -189,10 +189,10 @@ def load_image_folder(folder: str | Path, image_size: int, max_unreadable_fracti
         images.append(image)
         if min(h, w) < image_size:
             enlarged.append((w, h))
-    if len(enlarged) > len(images) // 2:  # enlarged images only look blurry: refuse rather than train on them
+    if len(enlarged) > len(images) // 2:  # enlarged images look blurry: say so rather than train on them silently
         w, h = enlarged[0]
-        raise UserError(f"--image_size {image_size} is larger than the images in {folder} (e.g. {w}x{h}), which "
-                        f"would be enlarged: train at their size or prepare the data at --image_size {image_size}")
+        warnings.warn(f"--image_size {image_size} is larger than the images in {folder} (e.g. {w}x{h}), so they are "
+                      f"enlarged and blurry: train at their size or prepare the data at --image_size {image_size}")
     if unreadable:
         if not images or len(unreadable) > max_unreadable_fraction * len(files):
             raise UserError(f"{len(unreadable)} of {len(files)} images in {folder} cannot be read: {_names(unreadable)}; "
