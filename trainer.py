@@ -104,6 +104,16 @@ class TrainConfig:
     guidance: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 5.0])
     threshold: list[str] = dataclasses.field(default_factory=lambda: ["static", "dynamic", "none"])
     sample_classes: list[str] | None = None  # the rows of the sample grids; None: every class
+    # which model: "diffusion" (Parts 1 and 2) or "ebm" (Part 3, trained by energy_trainer.EnergyTrainer)
+    model: str = "diffusion"
+    # the energy-based model (model = "ebm"); energy.py's EnergyModel explains each
+    energy_dim: int = 16
+    step_size: float = 10.0
+    noise_scale: float = 0.005
+    langevin_steps: int = 10
+    alpha: float = 0.1
+    buffer_size: int = 2048
+    sample_steps: int = 100
 
 
 class Status(enum.Enum):
@@ -131,6 +141,8 @@ class Trainer:
         AveragedModel of `model` (ema.module makes the samples).
         optimizer, scaler, device, step (optimizer steps done), rank, world_size, is_main.
     """
+
+    architecture_fields = ("model", *ARCHITECTURE_FIELDS)
 
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -430,9 +442,11 @@ class Trainer:
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"--load_path {path} is not a checkpoint written by training: pass a model.pt from a --save_folder")
         saved = checkpoint["args"]
-        different = [name for name in ARCHITECTURE_FIELDS if list(_as_list(saved[name])) != list(_as_list(getattr(self.config, name)))]
+        defaults = TrainConfig()  # a field that an older checkpoint lacks had its default value
+        different = [name for name in self.architecture_fields
+                     if list(_as_list(saved.get(name, getattr(defaults, name)))) != list(_as_list(getattr(self.config, name)))]
         if different:
-            theirs = " ".join(f"--{n} {' '.join(map(str, _as_list(saved[n])))}" for n in different)
+            theirs = " ".join(f"--{n} {' '.join(map(str, _as_list(saved.get(n, getattr(defaults, n)))))}" for n in different)
             raise UserError(f"--load_path {path} holds another architecture: it was trained with {theirs}; "
                             "pass those flags to load it")
         _check_classes(path, checkpoint.get("class_names"), self.class_names)
@@ -512,10 +526,14 @@ class Trainer:
                 else f"every {c.save_and_sample_every} steps and at the end")
         return (f"device {self.device} x {self.world_size} process(es) | amp {amp} | channels_last {_on(c.channels_last)} | "
                 f"compile {_on(c.compile)} | data on device {_on(isinstance(self.batches, utils.DeviceBatches))} | "
-                f"fused Adam {_on(fused)}\nmodel {count_parameters(self.model) / 1e6:.2f}M parameters "
-                f"(--unet_dim {c.unet_dim}, --unet_dim_mults {' '.join(map(str, c.unet_dim_mults))}), "
-                f"T = {c.time_steps} | batch {c.batch_size} | {c.train_steps} steps | {when}: checkpoint and "
-                f"samples in {self.save_folder}/")
+                f"fused Adam {_on(fused)}\n{self.describe_model()} | batch {c.batch_size} | {c.train_steps} steps | "
+                f"{when}: checkpoint and samples in {self.save_folder}/")
+
+    def describe_model(self) -> str:
+        """One line on what is trained (a subclass's seam)."""
+        c = self.config
+        return (f"model {count_parameters(self.model) / 1e6:.2f}M parameters (--unet_dim {c.unet_dim}, "
+                f"--unet_dim_mults {' '.join(map(str, c.unet_dim_mults))}), T = {c.time_steps}")
 
     def _mean_over_ranks(self, loss_sum: torch.Tensor, count: int) -> float:
         if self.world_size > 1:
@@ -571,11 +589,17 @@ class Trainer:
         new = not path.exists()
         with open(path, "a", newline="") as f:
             writer = csv.writer(f)
+            extra = self.extra_log_values()
             if new:
-                writer.writerow(["step", "loss", "steps_per_second", "fid"])
-            writer.writerow([self.step, f"{loss:.6f}", f"{steps_per_second:.3f}", "" if fid is None else f"{fid:.4f}"])
+                writer.writerow(["step", "loss", "steps_per_second", "fid", *extra])
+            writer.writerow([self.step, f"{loss:.6f}", f"{steps_per_second:.3f}", "" if fid is None else f"{fid:.4f}",
+                             *(f"{v:.6f}" for v in extra.values())])
         if self._wandb is not None:
-            self._wandb.log({"loss": loss, "steps_per_second": steps_per_second}, step=self.step)
+            self._wandb.log({"loss": loss, "steps_per_second": steps_per_second, **extra}, step=self.step)
+
+    def extra_log_values(self) -> dict[str, float]:
+        """More columns for log.csv, measured at each log line (a subclass's seam; none here)."""
+        return {}
 
     def _checkpoint_if_written(self) -> Path | None:
         return self.checkpoint_path if self.checkpoint_path.exists() else None
