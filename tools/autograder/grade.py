@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,7 +54,6 @@ class Part:
     points: dict[str, int]  # function -> points, in the order Gradescope shows them
     public: tuple[str, ...] = ()  # public files the test module reads at import (data/reference/...)
     title: str = ""  # prefix of the entries' names when several parts are graded
-    extra: dict = field(default_factory=dict)
 
 
 # ---- grading policy: edit here ---------------------------------------------------------------
@@ -64,6 +63,12 @@ PARTS = {
         classes={"diffusion_class": ("diffusion", "GaussianDiffusion")}, reference="hidden.pt",
         points={"q_sample": 15, "p_losses": 15, "forward": 15, "p_sample": 25, "p_sample_loop": 15, "sample": 15},
         public=("data/reference/public.pt",)),
+    "conditional": Part(
+        tests="test_conditional", student_files=("diffusion.py",),
+        classes={"diffusion_class": ("diffusion", "ConditionalGaussianDiffusion")}, reference="hidden_conditional.pt",
+        points={"drop_labels": 10, "p_losses": 10, "forward": 10, "guided_noise": 15, "threshold": 15, "p_sample": 15,
+                "p_sample_loop": 10, "sample": 15},
+        public=("data/reference/public_conditional.pt",), title="Part 2"),
     "energy": Part(
         tests="test_energy", student_files=("energy.py",),
         classes={"model_class": ("energy", "EnergyModel")}, reference="hidden_energy.pt",
