@@ -292,7 +292,8 @@ class ConditionalGaussianDiffusion(GaussianDiffusion):
     mixes the two (guided_noise) and thresholds the predicted x_0 (threshold).
 
     Everything of Part 1 is inherited unchanged: the schedule buffers, `extract`,
-    `noise_like` and q_sample (yours, from Part 1).
+    `noise_like` and q_sample (yours, from Part 1; in a handout of Part 2 alone, Part 1's
+    functions above come already written).
 
     Args:
         model: maps x_t [B, C, H, W], t [B] long and y [B] long in 0..K to eps_hat [B, C, H, W],

@@ -16,9 +16,10 @@ can neither see nor change them.
 within a time limit; any exception becomes a one-paragraph failure charged to the innermost of your
 functions it came from, and a function that changes torch's global settings fails naming the change.
 
-`fake_gpu()` runs an observation on a stand-in GPU (torch's FakeTensorMode: tensors that have a
-device and a shape but no values), so a tensor created without `device=` shows up on a CPU-only
-machine as it would on Colab: as an operation that mixes two devices.
+`fake_gpu()` runs an observation on a stand-in GPU (torch's FakeTensorMode on the "meta" device:
+tensors that have a device and a shape but no values, in every torch build), so a tensor created
+without `device=` shows up on a CPU-only machine as it would on Colab: as an operation that mixes
+two devices.
 
 A new part's test file follows test_diffusion.py: `register(__file__, FUNCTIONS, hints)`, the
 student's class from `import_student`, tests parametrized over `case` (named test_<function>:
@@ -276,7 +277,8 @@ def _explain(name: str, error: BaseException) -> None:
         fail(inner + "called exit() (sys.exit): a function must return its result", blame)
     message = f"{name} raised" if not blame else f"{name}: {culprit} raised"
     kind = "RuntimeError" if type(error).__module__.startswith("torch._subclasses") else type(error).__name__
-    lines = [f"{message} {kind}: {error}".rstrip()]
+    text = str(error).replace("meta", "cuda") if is_fake_mode() else str(error)  # as a real GPU would say it
+    lines = [f"{message} {kind}: {text}".rstrip()]
     if frames:
         lines.append(f"  at {_where(frames)}")
     lines += [hint for pattern, hint in ERROR_HINTS if pattern.search(str(error))]
@@ -375,20 +377,21 @@ try:
 except ImportError:  # pragma: no cover - every torch this homework supports has it
     FakeTensorMode, _FAKE_MODE_ERRORS = None, ()
 
-FAKE_GPU = torch.device("cuda", 0)
+# "meta", not a fake "cuda": a CPU-only torch aborts on autograd through fake CUDA tensors.
+FAKE_GPU = torch.device("meta")
 _fake_depth = 0
 
 
 @contextlib.contextmanager
 def fake_gpu() -> Iterator[torch.device]:
-    """Inside: tensors have devices and shapes but no values, and "cuda" exists even without a GPU.
-    An operation on tensors of two devices raises as on a real GPU."""
+    """Inside: tensors have devices and shapes but no values; an operation on tensors of two devices
+    raises as on a real GPU (tensors made before are converted, keeping their device)."""
     global _fake_depth
     log = logging.getLogger("torch._subclasses.fake_tensor")  # it prints a stack for every failed operation
     level, log.level = log.level, logging.CRITICAL
     _fake_depth += 1
     try:
-        with FakeTensorMode():
+        with FakeTensorMode(allow_non_fake_inputs=True):
             yield FAKE_GPU
     finally:
         _fake_depth -= 1

@@ -426,10 +426,9 @@ def check_on_gpu(diffusion_class, function: str) -> None:
     how = "; this passes on a CPU but crashes on a GPU (the test runs your code on a stand-in GPU)"
     for name, device in seen["created"].items():
         if device != gpu:
-            fail(f"{function}: {name} was created on {device} while {seen['inputs']} is on the GPU ({gpu}); "
-                 f"{seen['fix']}{how}")
+            fail(f"{function}: {name} was created on {device} while {seen['inputs']} is on the GPU; {seen['fix']}{how}")
     if seen["out"] not in (gpu, "not a tensor"):
-        fail(f"{function} returned a tensor on {seen['out']} while its inputs are on the GPU ({gpu}){how}")
+        fail(f"{function} returned a tensor on {seen['out']} while its inputs are on the GPU{how}")
 
 
 # ----------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def grade_submission(name: str, tmp_path: Path) -> dict:
     (tmp_path / "submission").mkdir()
     (tmp_path / "submission" / file_name).write_text(text)
     results = tmp_path / "results" / "results.json"
-    assert grade.main(["--submission", str(tmp_path / "submission"), "--results", str(results)]) == 0
+    assert grade.main(["--submission", str(tmp_path / "submission"), "--results", str(results), "--parts", "diffusion"]) == 0
     return json.loads(results.read_text())
 
 

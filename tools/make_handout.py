@@ -63,12 +63,16 @@ class Part:
     tests: str  # the students' test file; its FUNCTIONS tuple names the functions it checks
     public: str  # the public reference, shipped with the handout
     hidden: str  # the hidden reference, for the autograder only
+    source: str = "diffusion.py"  # the file holding its class (Part 3's EnergyModel has a file of its own)
+    extra: tuple[str, ...] = ()  # other files only this part uses: left out with it
 
 
 PARTS = {
     1: Part(1, "GaussianDiffusion", "test_diffusion.py", "data/reference/public.pt", "tools/reference/hidden.pt"),
     2: Part(2, "ConditionalGaussianDiffusion", "test_conditional.py", "data/reference/public_conditional.pt",
             "tools/reference/hidden_conditional.pt"),
+    3: Part(3, "EnergyModel", "test_energy.py", "data/reference/public_energy.pt", "tools/reference/hidden_energy.pt",
+            source="energy.py", extra=("energy_trainer.py",)),
 }
 DEFAULT_PARTS = (1,)
 PART_BANNER = re.compile(r"^# Part (\d+):")
@@ -89,6 +93,9 @@ AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "req
 MIN_LEAK_CHARS = 30
 # Markdown between these marker lines (instructor workflow, benchmarks) is left out of the handout.
 INSTRUCTOR_ONLY = re.compile(r"^<!-- instructor-only -->$.*?^<!-- /instructor-only -->\n?", re.S | re.M)
+# Markdown between `<!-- part N -->` and `<!-- /part N -->` is about Part N: kept (without the marker lines)
+# only when Part N is handed out.
+PART_ONLY = re.compile(r"^<!-- part (\d+) -->\n(.*?)^<!-- /part \1 -->\n?", re.S | re.M)
 # ----------------------------------------------------------------------------------------------
 
 TODO = {  # per part, per function
@@ -113,6 +120,18 @@ TODO = {  # per part, per function
     "p_sample": "Part 1's step with eps from self.guided_noise and x0-hat through self.threshold instead of the clamp.",
     "p_sample_loop": "Part 1's loop, passing y, w and threshold to every p_sample.",
     "sample": "x_T = self.noise_like((len(y), C, H, W), self.device), run p_sample_loop, map to [0, 1].",
+  },
+  3: {
+    "langevin_step": "x = x.detach().requires_grad_(); under torch.enable_grad(), grad = torch.autograd.grad("
+                     "self.energy(x).sum(), x); return clamp(x - step_size grad + noise_scale noise_like(...), -1, 1), "
+                     "detached.",
+    "langevin_sample": "x = self.langevin_step(x), `steps` times; return x.",
+    "loss": "E(x_real) and E(x_fake.detach()); mean(E_real) - mean(E_fake) + alpha (mean(E_real^2) + mean(E_fake^2)).",
+    "sample_buffer": "idx, fresh = self.draw_replay(B); noise = self.uniform_like((B, C, H, W), self.device); "
+                     "noise where fresh, self.replay[idx] elsewhere; return (x, idx).",
+    "update_buffer": "self.replay[idx] = x.detach().",
+    "forward": "sample_buffer(B), langevin_sample(x, self.langevin_steps), update_buffer(x_fake, idx), return the loss.",
+    "sample": "x = self.uniform_like((B, C, H, W), self.device); return (langevin_sample(x, sample_steps) + 1) / 2.",
   },
 }
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
@@ -143,6 +162,9 @@ def handout_files(root: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> list[st
     """The files of the handout of `parts`: a part's test file and references ship only with it."""
     chosen = []
     other_parts = {f for n, p in PARTS.items() if n not in parts for f in (p.tests, p.public, p.hidden)}
+    # a later part in a file of its own is left out with its files (an earlier one is provided)
+    other_parts |= {f for n, p in PARTS.items() if n > max(parts) and p.source != "diffusion.py"
+                    for f in (p.source, *p.extra)}
     for path in repo_files(root):
         pieces = path.split("/")
         if pieces[0] in NEVER_DIRS or any(fnmatch.fnmatch(pieces[-1], n) for n in NEVER_NAMES) or path in other_parts:
@@ -173,8 +195,9 @@ def part_functions(root: Path, part: Part) -> tuple[str, ...]:
 
 
 def stub_solution(source: str, parts: tuple[int, ...] = DEFAULT_PARTS,
-                  functions: dict[int, tuple[str, ...]] | None = None) -> tuple[str, dict, dict]:
-    """diffusion.py as the handout of `parts` has it (see the module docstring).
+                  functions: dict[int, tuple[str, ...]] | None = None, file: str = "diffusion.py") -> tuple[str, dict, dict]:
+    """`file` (diffusion.py, or a part's own file such as energy.py) as the handout of `parts` has it
+    (see the module docstring).
 
     Returns the stub, the removed solution lines {(part, function): lines} and the solution lines
     kept as provided code {(part, function): lines}. `functions` ({part: names}) are the functions
@@ -204,13 +227,13 @@ def stub_solution(source: str, parts: tuple[int, ...] = DEFAULT_PARTS,
             function = None
         if line.strip() == BEGIN:
             if block is not None:
-                raise HandoutError(f"diffusion.py line {number}: {BEGIN} inside another solution block")
+                raise HandoutError(f"{file} line {number}: {BEGIN} inside another solution block")
             if function is None or (part, function) in removed or (part, function) in provided:
-                raise HandoutError(f"diffusion.py line {number}: {BEGIN} outside a function, or twice in {function}")
+                raise HandoutError(f"{file} line {number}: {BEGIN} outside a function, or twice in {function}")
             block, indent = [], line[: len(line) - len(line.lstrip())]
         elif line.strip() == END:
             if block is None:
-                raise HandoutError(f"diffusion.py line {number}: {END} without {BEGIN}")
+                raise HandoutError(f"{file} line {number}: {END} without {BEGIN}")
             if part in parts:
                 removed[(part, function)] = block
                 hint = f"TODO ({function}): " + TODO.get(part, {}).get(function, "see the docstring above.")
@@ -225,23 +248,24 @@ def stub_solution(source: str, parts: tuple[int, ...] = DEFAULT_PARTS,
         else:
             out.append(line)
     if block is not None:
-        raise HandoutError(f"diffusion.py: {BEGIN} in {function} has no {END}")
+        raise HandoutError(f"{file}: {BEGIN} in {function} has no {END}")
     while out and not out[-1].strip():
         out.pop()
-    for number in parts:
+    for number in (n for n in parts if PARTS[n].source == file):
         found = sorted(f for p, f in removed if p == number)
         if not found:
-            raise HandoutError(f"diffusion.py has no solution blocks for Part {number} (class {PARTS[number].cls})")
+            raise HandoutError(f"{file} has no solution blocks for Part {number} (class {PARTS[number].cls})")
         if functions and number in functions and set(found) != set(functions[number]):
-            raise HandoutError(f"diffusion.py has Part {number} solution blocks in {found}; its tests "
+            raise HandoutError(f"{file} has Part {number} solution blocks in {found}; its tests "
                                f"({PARTS[number].tests}) check {sorted(functions[number])}")
     stub = "".join(out)
-    compile(stub, "diffusion.py", "exec")
+    compile(stub, file, "exec")
     return stub, removed, provided
 
 
-def check_no_leak(handout: Path, secret: dict[tuple[int, str], list[str]], provided: set[str] = frozenset()) -> None:
-    """Refuse if a solution line is in the handout: any of them in diffusion.py, long ones anywhere.
+def check_no_leak(handout: Path, secret: dict[tuple[int, str], list[str]], provided: set[str] = frozenset(),
+                  file: str = "diffusion.py") -> None:
+    """Refuse if a solution line of `file` is in the handout: any of them in that file, long ones anywhere.
 
     `secret` holds the solution blocks of every part that is handed out or left out; lines also in
     `provided` (an earlier part's solution, shipped on purpose) are not secrets.
@@ -249,11 +273,12 @@ def check_no_leak(handout: Path, secret: dict[tuple[int, str], list[str]], provi
     solution = {line.strip(): function for (_, function), lines in secret.items() for line in lines
                 if re.search(r"\w", line) and not line.strip().startswith("#")  # not comments, not a lone `)`
                 and line.strip() not in provided}
-    stub_lines = {line.strip() for line in (handout / "diffusion.py").read_text().splitlines()}
-    leaks = [(line, function, "diffusion.py") for line, function in solution.items() if line in stub_lines]
+    stub = handout / file  # absent when its part is left out
+    stub_lines = {line.strip() for line in stub.read_text().splitlines()} if stub.is_file() else set()
+    leaks = [(line, function, file) for line, function in solution.items() if line in stub_lines]
     long_lines = {line: f for line, f in solution.items() if len(line) >= MIN_LEAK_CHARS}
     for path in sorted(handout.rglob("*")):
-        if path.is_file() and path.name != "diffusion.py" and path.suffix in TEXT_SUFFIXES:
+        if path.is_file() and path.name != file and path.suffix in TEXT_SUFFIXES:
             text = path.read_text(errors="replace")
             leaks += [(line, f, str(path.relative_to(handout))) for line, f in long_lines.items() if line in text]
     if leaks:
@@ -279,18 +304,35 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
     for name in files:
         _copy(root / name, out / name)
         if name.endswith(".md"):
+            text = INSTRUCTOR_ONLY.sub("", (root / name).read_text())
+            text = PART_ONLY.sub(lambda m: m.group(2) if int(m.group(1)) in parts else "", text)
             # Without a block, the blank lines around it would stack up: keep one.
-            (out / name).write_text(re.sub(r"\n{3,}", "\n\n", INSTRUCTOR_ONLY.sub("", (root / name).read_text())))
+            (out / name).write_text(re.sub(r"\n{3,}", "\n\n", text))
     if "pytest.ini" in files:
         tests = sorted(f for f in files if "/" not in f and fnmatch.fnmatch(f, "test_*.py"))
         (out / "pytest.ini").write_text(handout_pytest_ini((root / "pytest.ini").read_text(), tests))
     source = (root / "diffusion.py").read_text()
     stub, removed, provided = stub_solution(source, parts, functions)
     (out / "diffusion.py").write_text(stub)
+    provided_lines = {line.strip() for lines in provided.values() for line in lines}
+    secrets = []  # (file, its solution blocks that must not reach the students, lines shipped on purpose)
+    for file in sorted({p.source for p in PARTS.values()} - {"diffusion.py"}):  # parts in files of their own
+        if not (root / file).is_file():
+            continue
+        own = (root / file).read_text()
+        own_provided = {}
+        if (out / file).is_file():  # stubbed before any leak check reads the handout
+            own_stub, own_removed, own_provided = stub_solution(own, parts, functions, file)
+            (out / file).write_text(own_stub)
+            removed.update(own_removed)
+        _, own_blocks, _ = stub_solution(own, tuple(n for n, p in PARTS.items() if p.source == file), file=file)
+        own_lines = {line.strip() for lines in own_provided.values() for line in lines}
+        secrets.append((file, {k: v for k, v in own_blocks.items() if k not in own_provided}, own_lines))
     present = tuple(n for n, p in PARTS.items() if re.search(rf"^class {p.cls}\b", source, re.M))
     _, every_block, _ = stub_solution(source, present)
-    provided_lines = {line.strip() for lines in provided.values() for line in lines}
     check_no_leak(out, {k: v for k, v in every_block.items() if k not in provided}, provided_lines)
+    for file, blocks, own_lines in secrets:
+        check_no_leak(out, blocks, provided_lines | own_lines, file)
     return removed
 
 
@@ -335,25 +377,26 @@ def _clean_env(**extra) -> dict:
     return dict(env, PYTHONDONTWRITEBYTECODE="1", **extra)
 
 
-def run_handout_tests(tree: Path, autograder: Path) -> list[dict]:
-    """`pytest test_diffusion.py` in a handout tree, as a student runs it; each test's outcome."""
+def run_handout_tests(tree: Path, autograder: Path, test_file: str = "test_diffusion.py") -> list[dict]:
+    """`pytest <test_file>` in a handout tree, as a student runs it; each test's outcome."""
     with tempfile.TemporaryDirectory() as scratch:
         outcomes = Path(scratch) / "outcomes.json"
         env = _clean_env(PYTHONPATH=str(AUTOGRADER_SOURCE), DIFFUSION_RESULTS_JSON=str(outcomes))
-        subprocess.run([sys.executable, "-m", "pytest", "test_diffusion.py", "-q", "-p", "pytest_results",
+        subprocess.run([sys.executable, "-m", "pytest", test_file, "-q", "-p", "pytest_results",
                         "-p", "no:cacheprovider"], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
         if not outcomes.exists():
             raise HandoutError(f"pytest did not run in {tree}")
         result = json.loads(outcomes.read_text())
     if result["collection_errors"] or not result["tests"]:
-        raise HandoutError(f"test_diffusion.py does not collect in {tree}:\n" + "\n".join(result["collection_errors"]))
+        raise HandoutError(f"{test_file} does not collect in {tree}:\n" + "\n".join(result["collection_errors"]))
     return result["tests"]
 
 
-def run_autograder(autograder: Path, diffusion_py: Path) -> dict:
-    """The autograder's run_autograder on one diffusion.py, in a local stand-in for /autograder."""
+def run_autograder(autograder: Path, *submitted: Path) -> dict:
+    """The autograder's run_autograder on the submitted files, in a local stand-in for /autograder."""
     with tempfile.TemporaryDirectory() as fake_root:
-        _copy(diffusion_py, Path(fake_root) / "submission" / "diffusion.py")
+        for path in submitted:
+            _copy(path, Path(fake_root) / "submission" / path.name)
         env = _clean_env(AUTOGRADER_ROOT=fake_root, AUTOGRADER_PYTHON=sys.executable)
         run = subprocess.run(["bash", str(autograder / "run_autograder")], env=env, capture_output=True, text=True,
                              timeout=900)
@@ -364,39 +407,49 @@ def run_autograder(autograder: Path, diffusion_py: Path) -> dict:
 
 
 REGENERATE = ("if you changed the solution, regenerate the references: python tools/make_reference.py && "
-              "python tools/make_reference.py --hidden")
+              "python tools/make_reference.py --hidden (Part 3: tools/make_energy_reference.py)")
 
 
-def self_check(root: Path, handout: Path, autograder: Path) -> dict:
-    report = {}
-    stub_tests = run_handout_tests(handout, autograder)
-    for function in grade.POINTS:
-        mine = [t for t in stub_tests if grade.function_of(t["name"]) == function]
-        wrong = [t for t in mine if t["outcome"] != "failed" or t["message"].strip() != f"{function}: not implemented yet"]
-        if not mine or wrong:
-            raise HandoutError(f"the stub's {function} tests do not all fail with '{function}: not implemented yet': "
-                               + (wrong[0]["name"] + ": " + wrong[0]["message"][:500] if wrong else "no test"))
-    report["stub"] = f"{len(stub_tests)} tests, all fail with '<name>: not implemented yet'"
+def self_check(root: Path, handout: Path, autograder: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
+    """Per handed-out part: the stub fails each test with "<name>: not implemented yet", the solution passes
+    them all; the autograder gives the solution full marks and the stub zero for each function."""
+    report, graded = {}, {p.tests + ".py": p for p in grade.PARTS.values()}
+    sources = sorted({PARTS[n].source for n in parts})
+    stub_counts, solved_counts = [], []
+    for n in parts:
+        part, points = PARTS[n], graded[PARTS[n].tests].points
+        stub_tests = run_handout_tests(handout, autograder, part.tests)
+        for function in points:
+            mine = [t for t in stub_tests if grade.function_of(t["name"], points) == function]
+            wrong = [t for t in mine if t["outcome"] != "failed" or t["message"].strip() != f"{function}: not implemented yet"]
+            if not mine or wrong:
+                raise HandoutError(f"the stub's {function} tests do not all fail with '{function}: not implemented yet': "
+                                   + (wrong[0]["name"] + ": " + wrong[0]["message"][:500] if wrong else "no test"))
+        stub_counts.append(f"{part.tests}: {len(stub_tests)}")
+        with tempfile.TemporaryDirectory() as scratch:
+            solved = Path(scratch) / "handout"
+            shutil.copytree(handout, solved)
+            for source in sources:
+                shutil.copy(root / source, solved / source)
+            solved_tests = run_handout_tests(solved, autograder, part.tests)
+        failing = [t for t in solved_tests if t["outcome"] != "passed"]
+        if failing or len(solved_tests) != len(stub_tests):
+            raise HandoutError(f"with the solution copied back, {len(failing)} tests of {part.tests} fail "
+                               f"({REGENERATE}):\n" + "\n".join(f"{t['name']}: {t['message'][:300]}" for t in failing))
+        solved_counts.append(f"{part.tests}: {len(solved_tests)}")
+    report["stub"] = f"{', '.join(stub_counts)} tests, all fail with '<name>: not implemented yet'"
+    report["solution"] = f"{', '.join(solved_counts)} tests pass"
 
-    with tempfile.TemporaryDirectory() as scratch:
-        solved = Path(scratch) / "handout"
-        shutil.copytree(handout, solved)
-        shutil.copy(root / "diffusion.py", solved / "diffusion.py")
-        solved_tests = run_handout_tests(solved, autograder)
-    failing = [t for t in solved_tests if t["outcome"] != "passed"]
-    if failing or len(solved_tests) != len(stub_tests):
-        raise HandoutError(f"with the solution copied back, {len(failing)} tests fail ({REGENERATE}):\n"
-                           + "\n".join(f"{t['name']}: {t['message'][:300]}" for t in failing))
-    report["solution"] = f"{len(solved_tests)} tests pass"
-
-    full = run_autograder(autograder, root / "diffusion.py")
-    if full["score"] != sum(grade.POINTS.values()):
-        raise HandoutError(f"the autograder gives the solution {full['score']} of {sum(grade.POINTS.values())} "
+    possible = sum(sum(graded[PARTS[n].tests].points.values()) for n in parts)
+    full = run_autograder(autograder, *(root / source for source in sources))
+    if full["score"] != possible:
+        raise HandoutError(f"the autograder gives the solution {full['score']} of {possible} "
                            f"({REGENERATE}):\n" + json.dumps(full, indent=1)[:3000])
-    empty = run_autograder(autograder, handout / "diffusion.py")
-    if any(t["score"] != 0 for t in empty["tests"]) or len(empty["tests"]) != len(grade.POINTS):
+    functions = sum(len(graded[PARTS[n].tests].points) for n in parts)
+    empty = run_autograder(autograder, *(handout / source for source in sources))
+    if any(t["score"] != 0 for t in empty["tests"]) or len(empty["tests"]) != functions:
         raise HandoutError("the autograder gives the stub points:\n" + json.dumps(empty, indent=1)[:3000])
-    report["autograder"] = f"solution {full['score']} / {sum(grade.POINTS.values())}, stub 0 for each function"
+    report["autograder"] = f"solution {full['score']} / {possible}, stub 0 for each function"
     report["results"] = {"solution": full, "stub": empty}
     return report
 
@@ -435,7 +488,7 @@ def build(root: Path, out_dir: Path, force: bool = False, check: bool = True,
         handout, autograder = staging / "handout", staging / "autograder"
         build_handout(root, handout, parts)
         build_autograder(root, handout, autograder, root / HIDDEN_REFERENCE.relative_to(ROOT))
-        report = self_check(root, handout, autograder) if check else {}
+        report = self_check(root, handout, autograder, parts) if check else {}
         write_zip(autograder, staging / "autograder.zip")
         for target in targets:
             if target.is_dir():

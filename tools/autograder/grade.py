@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,7 +54,6 @@ class Part:
     points: dict[str, int]  # function -> points, in the order Gradescope shows them
     public: tuple[str, ...] = ()  # public files the test module reads at import (data/reference/...)
     title: str = ""  # prefix of the entries' names when several parts are graded
-    extra: dict = field(default_factory=dict)
 
 
 # ---- grading policy: edit here ---------------------------------------------------------------
@@ -64,6 +63,18 @@ PARTS = {
         classes={"diffusion_class": ("diffusion", "GaussianDiffusion")}, reference="hidden.pt",
         points={"q_sample": 15, "p_losses": 15, "forward": 15, "p_sample": 25, "p_sample_loop": 15, "sample": 15},
         public=("data/reference/public.pt",)),
+    "conditional": Part(
+        tests="test_conditional", student_files=("diffusion.py",),
+        classes={"diffusion_class": ("diffusion", "ConditionalGaussianDiffusion")}, reference="hidden_conditional.pt",
+        points={"drop_labels": 10, "p_losses": 10, "forward": 10, "guided_noise": 15, "threshold": 15, "p_sample": 15,
+                "p_sample_loop": 10, "sample": 15},
+        public=("data/reference/public_conditional.pt",), title="Part 2"),
+    "energy": Part(
+        tests="test_energy", student_files=("energy.py",),
+        classes={"model_class": ("energy", "EnergyModel")}, reference="hidden_energy.pt",
+        points={"langevin_step": 25, "langevin_sample": 10, "loss": 20, "sample_buffer": 15, "update_buffer": 10,
+                "forward": 10, "sample": 10},
+        public=("data/reference/public_energy.pt",), title="Part 3"),
 }
 PARTIAL_CREDIT = True  # a function earns the share of its checks that pass; False: all or nothing
 VISIBILITY = "visible"  # Gradescope: visible, hidden, after_due_date or after_published
@@ -206,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to write results.json (default: $AUTOGRADER_ROOT/results/results.json)")
     parser.add_argument("--reference", type=Path, default=None,
                         help="Part 1's reference file (default: the hidden set)")
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=None,
+                        help="grade only these parts (default: every part whose test file is here)")
     args = parser.parse_args(argv)
-    parts = {name: part for name, part in PARTS.items() if (SOURCE / f"{part.tests}.py").is_file()}
+    parts = {name: part for name, part in PARTS.items() if (SOURCE / f"{part.tests}.py").is_file()
+             and (args.parts is None or name in args.parts)}
     if args.reference is not None:
         parts["diffusion"] = Part(**{**parts["diffusion"].__dict__, "reference": str(args.reference.resolve())})
     for part in parts.values():
