@@ -93,8 +93,8 @@ def setup_cell(name: str) -> str:
 CHILD = """
 import sys, time
 from pathlib import Path
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside the try: the interrupt may come as soon as this is read
     time.sleep(120)
 except KeyboardInterrupt:
     Path("checkpoint.txt").write_text("saved")
