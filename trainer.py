@@ -153,7 +153,7 @@ class Trainer:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
-        self.device = utils.pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.step = 0
         self.save_folder = Path(config.save_folder)
         self.checkpoint_path = self.save_folder / "model.pt"
@@ -167,7 +167,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self._setup_distributed()
         torch.manual_seed(config.seed + self.rank)
-        # FID first: missing Inception weights must fail now, not after hours of training.
+        # Cheap checks first, then FID: missing Inception weights must fail now, not after hours of training.
+        image_folder = self._image_folder()
         self.fid_metric = None
         if config.fid and self.is_main:
             metric_device = "cpu" if self.device.type == "mps" else self.device  # MPS has no float64
@@ -175,7 +176,7 @@ class Trainer:
 
         self.labels: torch.Tensor | None = None  # [N] long beside the images, for a class-conditional model
         self.class_names: list[str] | None = None  # label i = class_names[i]
-        images = self._load_images()
+        images = self._load_images(image_folder)
         self.real_images = images if config.fid and self.is_main else None
         labels = None if self.labels is None else self.labels[self.rank :: self.world_size]
         self.batches = self._make_batches(images[self.rank :: self.world_size], labels)
@@ -221,20 +222,34 @@ class Trainer:
             raise UserError(f"--batch_size {self.config.batch_size} counts all {self.world_size} processes together "
                             f"and must be divisible by {self.world_size}")
 
-    def _load_images(self) -> torch.Tensor:
-        config = self.config
-        if config.data_path is None:
-            return utils.make_demo_dataset(config.demo_images, config.image_size, seed=0)
-        data_path = Path(config.data_path)
+    def _checked_data_path(self) -> Path:
+        data_path = Path(self.config.data_path)
+        if data_path.is_file():
+            raise UserError(f"--data_path {data_path} is a file: pass the folder that holds the class folders "
+                            "(see README.md, \"Homework data\")")
         if not data_path.is_dir():
             raise UserError(f"--data_path {data_path} does not exist: pass the folder that holds the class "
-                            f"folder {config.data_class}/ (see README.md, \"Homework data\"), or omit it for the demo set")
+                            "folders (see README.md, \"Homework data\"), or omit it for the demo set")
+        return data_path
+
+    def _image_folder(self) -> Path | None:
+        """The folder of training images (None: the demo set), checked before any slow start-up work."""
+        config = self.config
+        if config.data_path is None:
+            return None
+        data_path = self._checked_data_path()
         folder = data_path / config.data_class
         if not folder.is_dir():
             classes = sorted(p.name for p in data_path.iterdir() if p.is_dir() and not p.name.startswith("."))
             found = f"it has {', '.join(classes[:8])}" if classes else "it has no subfolders"
             raise UserError(f"--data_class {config.data_class}: there is no folder {folder} ({found}); images are "
                             "read from data_path/data_class/")
+        return folder
+
+    def _load_images(self, folder: Path | None) -> torch.Tensor:
+        config = self.config
+        if folder is None:
+            return utils.make_demo_dataset(config.demo_images, config.image_size, seed=0)
         try:
             images = utils.load_image_folder(folder, config.image_size)
         except UserError as error:
@@ -291,12 +306,11 @@ class Trainer:
 
     @torch.no_grad()
     def _ema_update(self, ema_params: list[torch.Tensor], model_params: list[torch.Tensor], _count) -> None:
-        """ema <- decay * ema + (1 - decay) * model, with a warm-up on the decay.
+        """ema <- decay * ema + (1 - decay) * model, the decay warmed up over the first steps.
 
-        The warm-up min(decay, (1 + step) / (10 + step)) stops a short run's average from
-        remembering mostly the random initial weights. `step` is a Python int: no device read.
+        `self.step` counts the updates so far as a Python int, so this reads nothing from the device.
         """
-        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        decay = utils.ema_warmup_decay(self.config.ema_decay, self.step)
         torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
 
     # ------------------------------------------------------------------ the step
@@ -394,8 +408,10 @@ class Trainer:
         return [((frame.clamp(-1, 1) + 1) / 2).cpu() for frame in frames]
 
     def evaluate_fid(self) -> float:
-        """FID of --fid_samples EMA samples against the real images (their statistics cached on disk)."""
-        utils.load_real_statistics(self.fid_metric, self.real_images, self.save_folder / "fid_real_statistics.pt")
+        """FID of fid_samples EMA samples against the real images (their statistics cached on disk)."""
+        if self.real_images is not None:  # once per run: later evaluations reuse the statistics in the metric
+            utils.load_real_statistics(self.fid_metric, self.real_images, self.save_folder / "fid_real_statistics.pt")
+            self.real_images = None
         n, size = self.config.fid_samples, self.config.sample_batch_size
         batches = (self.sample(min(size, n - i)) for i in range(0, n, size))
         return utils.compute_fid(self.fid_metric, tqdm(batches, total=math.ceil(n / size), desc="FID: samples",
@@ -415,8 +431,14 @@ class Trainer:
         }
         if self.class_names is not None:
             checkpoint["class_names"] = list(self.class_names)
-        self.save_folder.mkdir(parents=True, exist_ok=True)
-        utils.atomic_torch_save(checkpoint, self.checkpoint_path)
+        try:
+            self.save_folder.mkdir(parents=True, exist_ok=True)
+            utils.atomic_torch_save(checkpoint, self.checkpoint_path)
+        except OSError as error:  # e.g. a full disk; the atomic write left any previous file whole
+            kept = (f"the previous {self.checkpoint_path} is kept; resume from it with --load_path "
+                    f"{self.checkpoint_path}" if self.checkpoint_path.exists() else "no checkpoint was kept")
+            raise UserError(f"--save_folder: could not write the step-{self.step} checkpoint to {self.save_folder} "
+                            f"({error.strerror or error}): free some space or choose another folder; {kept}") from None
         return self.checkpoint_path
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -497,12 +519,17 @@ class Trainer:
                     bar.close()
                     return self._nonfinite(loss)
                 bar.set_postfix(loss=f"{loss:.4f}")
+                if self.step == config.train_steps:
+                    bar.close()  # before the last log lines, so that the final bar prints once
                 fid = self._save_point() if save_now else None
                 self._record(loss=loss, steps_per_second=rate, fid=fid)
                 last_read = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
             return self._interrupted(loss_sum, count)
+        except UserError:  # e.g. a full disk at a save: the message goes below a closed bar
+            bar.close()
+            raise
         bar.close()
         return FitResult(Status.DONE, self.step, checkpoint=self._checkpoint_if_written())
 
@@ -510,15 +537,17 @@ class Trainer:
         c = self.config
         amp = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.amp_dtype]
         fused = self.optimizer.param_groups[0].get("fused")
+        when = ("at the end" if c.save_and_sample_every >= c.train_steps
+                else f"every {c.save_and_sample_every} steps and at the end")
         return (f"device {self.device} x {self.world_size} process(es) | amp {amp} | channels_last {_on(c.channels_last)} | "
                 f"compile {_on(c.compile)} | data on device {_on(isinstance(self.batches, utils.DeviceBatches))} | "
                 f"fused Adam {_on(fused)}\n{self.describe_model()} | batch {c.batch_size} | {c.train_steps} steps | "
-                f"every {c.save_and_sample_every} steps: checkpoint and samples in {self.save_folder}/")
+                f"{when}: checkpoint and samples in {self.save_folder}/")
 
     def describe_model(self) -> str:
         """One line on what is trained (a subclass's seam)."""
         c = self.config
-        return (f"model {count_parameters(self.model.model) / 1e6:.2f}M parameters (--unet_dim {c.unet_dim}, "
+        return (f"model {count_parameters(self.model) / 1e6:.2f}M parameters (--unet_dim {c.unet_dim}, "
                 f"--unet_dim_mults {' '.join(map(str, c.unet_dim_mults))}), T = {c.time_steps}")
 
     def _mean_over_ranks(self, loss_sum: torch.Tensor, count: int) -> float:
@@ -539,13 +568,18 @@ class Trainer:
             return []
         written = [self.save_checkpoint()] if save_checkpoint else []
         grid = self.save_folder / f"sample-{self.step}.png"
-        self.save_folder.mkdir(parents=True, exist_ok=True)
-        utils.save_grid(self.sample(self.config.num_samples), grid)
-        written.append(grid)
-        if self.config.visualize:
-            strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
-            utils.save_denoising(self.sample_trajectory(self.config.visualize_samples), strip, gif)
-            written += [strip, gif]
+        try:
+            self.save_folder.mkdir(parents=True, exist_ok=True)
+            utils.save_grid(self.sample(self.config.num_samples), grid)
+            written.append(grid)
+            if self.config.visualize:
+                strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
+                utils.save_denoising(self.sample_trajectory(self.config.visualize_samples), strip, gif)
+                written += [strip, gif]
+        except OSError as error:
+            saved = f"; the checkpoint {written[0]} was saved" if written else ""
+            raise UserError(f"--save_folder: could not write the step-{self.step} samples to {self.save_folder} "
+                            f"({error.strerror or error}): free some space or choose another folder{saved}") from None
         if self._wandb is not None:
             self._wandb.log({"samples": self._wandb.Image(str(grid))}, step=self.step)
         return written
@@ -629,7 +663,6 @@ class Trainer:
             dist.destroy_process_group()
 
 
-
 class ConditionalTrainer(Trainer):
     """Part 2: a class-conditional DDPM with classifier-free guidance (main.py --class_cond).
 
@@ -653,9 +686,13 @@ class ConditionalTrainer(Trainer):
                             f"{', '.join(self.class_names)}")
         self.rows = torch.tensor([self.class_names.index(n) for n in config.sample_classes or self.class_names])
 
-    def _load_images(self) -> torch.Tensor:
+    def _image_folder(self) -> Path | None:
+        """data_path itself: each class folder in it is a label (load_class_folders checks them)."""
+        return None if self.config.data_path is None else self._checked_data_path()
+
+    def _load_images(self, folder: Path | None) -> torch.Tensor:
         c = self.config
-        if c.data_path is None:
+        if folder is None:
             self.class_names = list(utils.DEMO_CLASSES)
             self.labels = torch.arange(c.demo_images) % len(self.class_names)
             images = utils.make_demo_dataset(c.demo_images, c.image_size, seed=0, labels=self.labels)
@@ -777,6 +814,27 @@ def _check_classes(path: Path, saved: list[str] | None, ours: list[str] | None) 
         raise UserError(f"--load_path {path} is class-conditional ({', '.join(saved)}): add --class_cond to load it")
     raise UserError(f"--load_path {path} was trained on the classes {', '.join(saved)}, but the data gives "
                     f"{', '.join(ours)}: pass the same --data_path (and --classes)")
+
+
+def pick_device(choice: str, local_rank: int = 0) -> torch.device:
+    """--device: auto picks CUDA (this process's GPU under torchrun), else Apple MPS, else CPU."""
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise UserError(f"--device {choice} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {choice}: no CUDA GPU is visible to torch; use --device auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {choice}: Apple MPS is not available here; use --device auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
 
 
 def _as_list(value) -> list:

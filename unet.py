@@ -13,33 +13,15 @@ Layout for the defaults dim=16, dim_mults=(1, 2, 4, 8) on 32x32 images:
     middle   4x4       128         ResBlock, attention, ResBlock
     output  32x32        3         3x3 conv of the features  +  1x1 conv of x_t
 
-Every ResBlock is told the time step through a sinusoidal embedding. With
+Every ResBlock is told the time step through a sinusoidal embedding; with
 `num_classes=K` (Part 2) a learned embedding of the label y in 0..K (K is the null label,
-"no class") is added to that time embedding, so the label reaches every ResBlock the way
-the time step does. A 3x3
-convolution costs the same at every level (channels double as the area quarters),
-but its parameters grow 4x per level, so capacity sits at the coarse levels where it
-is cheap, and attention runs only at the two lowest resolutions (64 and 16 tokens
-for 32x32), through PyTorch's fused `scaled_dot_product_attention`.
+"no class") is added to it, so the label reaches every ResBlock the way the time step
+does. Attention runs at the two lowest resolutions (64 and 16 tokens for 32x32 images).
+main.py builds it with --unet_dim (dim) and --unet_dim_mults (dim_mults):
 
-Three choices make it learn faster per step (bench/compare_quality.py measures them):
-
-- Each ResBlock's last convolution and the output convolution start at zero, so the
-  untrained network is the plain skip path and each block joins in as it learns
-  (the "zero-init residual" of Goyal et al. 2017, as in improved-diffusion).
-- No normalisation before the output, and a 1x1 convolution straight from x_t to
-  eps_hat. At large t the answer is almost x_t itself, and Algorithm 2 divides the
-  error of eps_hat by sqrt(alphas_cumprod[t]), about 0.001 at t = T-1 for T = 50. A
-  GroupNorm there removes each image's mean colour, and the error it leaves shows up
-  as strong colour casts in the samples.
-- A second ResBlock per decoder level, and attention at 8x8 as well as at 4x4.
-
-Speed (see bench/): training is almost all convolution arithmetic, so the layers
-are chosen to spend few operations at full resolution. Upsampling is a 4x4
-transposed convolution with stride 2. It mixes the same 2x2 coarse neighbours into
-each fine pixel as "nearest upsample, then 3x3 convolution" does (that pair is the
-special case with tied weights), at 16/36 of the cost, because it works on the
-coarse map instead of the 4x larger upsampled one.
+    from unet import Unet
+    eps_model = Unet(dim=16, dim_mults=(1, 2, 4, 8), channels=3)
+    eps_hat = eps_model(x_t, t)
 """
 
 from __future__ import annotations
@@ -84,8 +66,7 @@ class ResBlock(nn.Module):
     """norm-SiLU-conv, FiLM by the time embedding, norm-SiLU-conv, plus a skip path.
 
     The time embedding sets a per-channel scale and shift after the first
-    convolution: h <- h * (1 + scale) + shift. The second convolution starts at zero,
-    so a new block computes just its skip path (see the module docstring).
+    convolution: h <- h * (1 + scale) + shift.
     """
 
     def __init__(self, in_channels: int, out_channels: int, time_dim: int):
@@ -95,6 +76,8 @@ class ResBlock(nn.Module):
         self.time_proj = nn.Linear(time_dim, 2 * out_channels)
         self.norm2 = _group_norm(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        # Zero at the start: an untrained block is just its skip path and joins in as it learns
+        # ("zero-init residual", Goyal et al. 2017); the network then learns faster per step.
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
@@ -192,7 +175,9 @@ class Unet(nn.Module):
             width = widths[level]
             is_last = level == len(widths) - 1
             coarser = bottom if is_last else widths[level + 1]
-            # Doubles H and W: see the module docstring for why a transposed convolution.
+            # Doubles H and W. It mixes the same 2x2 coarse neighbours into each fine pixel as "nearest
+            # upsample, then 3x3 convolution" (that pair is its special case with tied weights), at 16/36
+            # of the cost, because it works on the coarse map instead of the 4x larger upsampled one.
             self.upsamples.append(
                 nn.Identity() if is_last else nn.ConvTranspose2d(coarser, width, 4, stride=2, padding=1)
             )
@@ -200,7 +185,10 @@ class Unet(nn.Module):
             self.up_blocks.append(nn.ModuleList([ResBlock(2 * width, width, time_dim), ResBlock(width, width, time_dim)]))
             self.up_attns.append(Attention(width) if self._has_attention(level) else nn.Identity())
 
-        # eps_hat = final(features) + input_skip(x_t); why no norm and why the skip: see the module docstring.
+        # eps_hat = final(features) + input_skip(x_t), with no norm before the output. At large t the
+        # answer is almost x_t itself, and Algorithm 2 divides eps_hat's error by sqrt(abar_t), about
+        # 0.001 at t = T-1 for T = 50: a GroupNorm here would drop each image's mean colour, and the
+        # error left shows up as colour casts in the samples. `final` starts at zero, like conv2 above.
         self.final = nn.Conv2d(dim, channels, 3, padding=1)
         nn.init.zeros_(self.final.weight)
         nn.init.zeros_(self.final.bias)

@@ -1,25 +1,23 @@
-"""Data, images on disk, FID and small helpers for trainer.py and main.py.
+"""Helpers that more than one of the homework's scripts needs, in the order they depend on each other.
 
-    UserError            bad input: main.py prints it as one line `error: ...` and exits 2
-    CommandLineParser, run_command_line   argparse whose mistakes are UserErrors; run a script's main()
-    make_demo_dataset    the built-in procedural data set (coloured shapes, no download)
-    load_image_folder    decode a folder of jpg/png/webp once, cache it as a uint8 tensor
-    augment              uint8 batch -> random horizontal flip, scaled to [-1, 1]
-    DeviceBatches, LoaderBatches   endless random batches: on the device, or from a DataLoader
-    pick_device          --device auto: CUDA, else Apple MPS, else CPU
-    save_grid, save_denoising   sample grids (PNG) and the reverse process (PNG strip + GIF)
-    load_class_folders, save_class_grid, save_guidance_figure   Part 2: labelled data, class rows, w sweep
-    make_fid_metric, load_real_statistics, compute_fid   FID with torchmetrics
-    atomic_torch_save    write a file so that a crash mid-write never destroys the old one
+    errors and the command line   UserError, CommandLineParser, run_command_line
+    data in                       make_demo_dataset, load_image_folder, load_class_folders (Part 2),
+                                  to_model_range, augment, DeviceBatches, LoaderBatches
+    images out                    to_uint8, save_grid, save_denoising, save_class_grid and
+                                  save_guidance_figure (Part 2)
+    FID                           make_fid_metric, load_real_statistics, compute_fid
+    checkpoint files              atomic_torch_save
+    EMA                           ema_warmup_decay
 
 Images live as uint8 tensors [N, 3, S, S] (S = image_size) from the disk to the training
-device: four times smaller than float32, and converted to float only inside a batch.
+device, and become float only inside a batch.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import shutil
 import sys
@@ -36,10 +34,12 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
+# ----------------------------------------------------------------------------------------
+# Errors and the command line
+# ----------------------------------------------------------------------------------------
 
 class UserError(Exception):
     """A mistake in the command line or the files it names: reported in one line, no traceback."""
-
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -49,16 +49,18 @@ class CommandLineParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see python {self.prog} --help)")
 
 
-def run_command_line(main: Callable[[], int | None]) -> int:
-    """Run a script's main(): a UserError becomes one line `error: ...` on stderr and exit code 2."""
+def run_command_line(main: Callable[..., int | None], *args) -> int:
+    """Run a script's main(*args) and return its exit code: a UserError becomes one line `error: ...`
+    on stderr and exit code 2. Every script ends with `sys.exit(run_command_line(main))`."""
     try:
-        return main() or 0
+        return main(*args) or 0
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+
 # ----------------------------------------------------------------------------------------
-# Data
+# Data in
 # ----------------------------------------------------------------------------------------
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -123,15 +125,16 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
-def _decode(path: Path, image_size: int) -> torch.Tensor:
-    """One file -> [3, S, S] uint8: shorter side resized to S (antialiased), centre crop."""
+def _decode(path: Path, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One file -> ([3, S, S] uint8, its original (height, width)): shorter side resized to S, centre crop."""
     image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
     if image.dtype != torch.uint8:  # 16-bit PNGs
         image = TF.to_dtype(image, torch.uint8, scale=True)
+    original = tuple(image.shape[-2:])
     if tuple(image.shape[-2:]) != (image_size, image_size):
         image = TF.resize(image, [image_size], antialias=True)
         image = TF.center_crop(image, [image_size, image_size])
-    return image
+    return image, original
 
 
 def _names(paths: list[Path], limit: int = 5) -> str:
@@ -176,12 +179,20 @@ def load_image_folder(folder: str | Path, image_size: int, max_unreadable_fracti
         except Exception:  # noqa: BLE001 a stale or damaged cache is rebuilt, never fatal
             pass
 
-    images, unreadable = [], []
+    images, unreadable, enlarged = [], [], []
     for path in tqdm(files, desc=f"decoding {folder}", unit="img", leave=False, disable=len(files) < 500):
         try:
-            images.append(_decode(path, image_size))
+            image, (h, w) = _decode(path, image_size)
         except Exception:  # noqa: BLE001 (torchvision raises RuntimeError, OSError or ValueError)
             unreadable.append(path)
+            continue
+        images.append(image)
+        if min(h, w) < image_size:
+            enlarged.append((w, h))
+    if len(enlarged) > len(images) // 2:  # enlarged images look blurry: say so rather than train on them silently
+        w, h = enlarged[0]
+        warnings.warn(f"--image_size {image_size} is larger than the images in {folder} (e.g. {w}x{h}), so they are "
+                      f"enlarged and blurry: train at their size or prepare the data at --image_size {image_size}")
     if unreadable:
         if not images or len(unreadable) > max_unreadable_fraction * len(files):
             raise UserError(f"{len(unreadable)} of {len(files)} images in {folder} cannot be read: {_names(unreadable)}; "
@@ -228,45 +239,26 @@ def load_class_folders(data_path: str | Path, image_size: int, classes: list[str
     return torch.cat(images), labels, names
 
 
-def augment(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [-1, 1], each flipped left-right with probability 1/2.
-
-    Runs on whatever device the batch is on, without reading anything back to the host.
+def to_model_range(images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 images -> float in [-1, 1], flipped left-right where `flip` is True.
 
     Args:
-        batch: [B, C, H, W] uint8.
+        images: [B, C, H, W] uint8.
+        flip: [B] bool, or None for no flips.
     Returns:
         [B, C, H, W] float32 in [-1, 1].
     """
-    flip = torch.rand(batch.shape[0], 1, 1, 1, device=batch.device) < 0.5
-    batch = torch.where(flip, batch.flip(-1), batch)
-    return batch.float() / 127.5 - 1.0
+    if flip is not None:
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    return images.float() / 127.5 - 1.0
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] float in [0, 1] -> uint8 in [0, 255], as a PNG would store it."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+def augment(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float [-1, 1], each image flipped left-right with probability 1/2.
 
-
-def pick_device(choice: str, local_rank: int = 0) -> torch.device:
-    """--device: auto picks CUDA (this process's GPU under torchrun), else Apple MPS, else CPU."""
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise UserError(f"--device {choice} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {choice}: no CUDA GPU is visible to torch; use --device auto or cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {choice}: Apple MPS is not available here; use --device auto or cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
+    Runs on the batch's device without reading anything back to the host.
+    """
+    return to_model_range(batch, torch.rand(batch.shape[0], device=batch.device) < 0.5)
 
 
 class DeviceBatches:
@@ -336,29 +328,12 @@ class LoaderBatches:
 
 
 # ----------------------------------------------------------------------------------------
-# Files
+# Images out
 # ----------------------------------------------------------------------------------------
 
-def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """torch.save through a temporary file and a rename, so `path` is always whole.
-
-    os.replace is atomic on POSIX and Windows: a reader sees the old file or the new one,
-    never half of one, even if this process dies mid-write.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's permissions
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] float in [0, 1] -> uint8 in [0, 255], as a PNG would store it."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def save_grid(images: torch.Tensor, path: str | Path) -> None:
@@ -414,13 +389,15 @@ def save_guidance_figure(panels: dict[str, torch.Tensor], class_names: list[str]
     figure.save(str(path))
 
 
-def save_denoising(frames: list[torch.Tensor], strip_path: str | Path, gif_path: str | Path, strip_columns: int = 11) -> None:
+def save_denoising(frames: list[torch.Tensor], strip_path: str | Path, gif_path: str | Path, strip_columns: int = 11,
+                   gif_width: int = 384) -> None:
     """Save the reverse process x_T ... x_0 of a few samples.
 
     Args:
         frames: T + 1 tensors [N, C, H, W] in [0, 1]: frames[0] is x_T (noise), frames[-1] x_0.
         strip_path: PNG, one row per sample, `strip_columns` evenly spaced steps left to right.
-        gif_path: animated GIF, one frame per step (all samples side by side), the last held.
+        gif_path: animated GIF, one frame per step (the samples in an about square grid, enlarged
+            to at least `gif_width` pixels), the last frame held.
     """
     from PIL import Image
 
@@ -429,9 +406,12 @@ def save_denoising(frames: list[torch.Tensor], strip_path: str | Path, gif_path:
     save_image(strip.flatten(0, 1), str(strip_path), nrow=len(picks), padding=2)
 
     pictures = []
+    nrow = math.ceil(frames[0].shape[0] ** 0.5)  # about square, like the sample grid
     for frame in frames:
-        grid = make_grid(frame.float().cpu(), nrow=frame.shape[0], padding=2)
-        pictures.append(Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy()))
+        grid = make_grid(frame.float().cpu(), nrow=nrow, padding=2)
+        picture = Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy())
+        scale = max(1, math.ceil(gif_width / picture.width))  # 32x32 tiles are too small to watch
+        pictures.append(picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST))
     durations = [60] * (len(pictures) - 1) + [1500]
     pictures[0].save(str(gif_path), save_all=True, append_images=pictures[1:], duration=durations, loop=0)
 
@@ -481,7 +461,7 @@ def make_fid_metric(weights_path: str | None = None, feature: nn.Module | None =
 
     Args:
         weights_path: Inception weights file (see `inception_weights`); unused with `feature`.
-        feature: a custom feature extractor, uint8 [B, 3, H, W] -> [B, d] (tests use a small one).
+        feature: a custom feature extractor, uint8 [B, 3, H, W] -> [B, d]; None: the standard Inception network.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -489,7 +469,14 @@ def make_fid_metric(weights_path: str | None = None, feature: nn.Module | None =
     options = dict(reset_real_features=False, normalize=False, sync_on_compute=False)
     if feature is not None:
         return FrechetInceptionDistance(feature=feature, **options)
-    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(inception_weights(weights_path)), **options)
+    path = inception_weights(weights_path)
+    try:
+        return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), **options)
+    except Exception as error:  # noqa: BLE001 (unpickling and load_state_dict raise many types)
+        what = f"--fid_weights {path}" if weights_path else f"the downloaded Inception weights {path}"
+        fix = "pass" if weights_path else "delete it to download it again, or pass --fid_weights with"
+        raise UserError(f"{what} is not the Inception network's weights ({type(error).__name__}): {fix} the file "
+                        f"from {INCEPTION_URL}") from None
 
 
 def _batches(images: torch.Tensor, batch_size: int) -> Iterable[torch.Tensor]:
@@ -532,3 +519,42 @@ def compute_fid(metric, fake_batches: Iterable[torch.Tensor]) -> float:
         batch = batch if batch.dtype == torch.uint8 else to_uint8(batch)
         metric.update(batch.to(device), real=False)
     return float(metric.compute())
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoint files
+# ----------------------------------------------------------------------------------------
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """torch.save through a temporary file and a rename, so `path` is always whole.
+
+    os.replace is atomic on POSIX and Windows: a reader sees the old file or the new one,
+    never half of one, even if this process dies mid-write.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's permissions
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+
+# ----------------------------------------------------------------------------------------
+# Exponential moving average of the weights
+# ----------------------------------------------------------------------------------------
+
+def ema_warmup_decay(decay: float, updates: int) -> float:
+    """The EMA's decay after `updates` updates: min(decay, (1 + n) / (10 + n)).
+
+    The warm-up stops a short run's average from remembering mostly the random initial weights.
+    """
+    return min(decay, (1 + updates) / (10 + updates))

@@ -105,22 +105,11 @@ def plan_step(step: int, num_images: int, args: argparse.Namespace) -> tuple[tor
     return index, flip, t, noise
 
 
-def to_model_range(images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 [B, 3, S, S] -> float [-1, 1], flipped left-right where flip [B] is True."""
-    if flip is not None:
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    return images.float() / 127.5 - 1.0
-
-
 def ema_with_warmup(decay: float):
-    """The trainer's EMA: ema <- lerp(ema, model, 1 - d) with d = min(decay, (1 + n) / (10 + n)) after n updates.
-
-    The warm-up keeps a short run's average from remembering mostly the random initial weights.
-    """
+    """The trainer's EMA update (utils.ema_warmup_decay) for an AveragedModel."""
     @torch.no_grad()
     def update(ema_params: list[torch.Tensor], model_params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = int(num_averaged)
-        torch._foreach_lerp_(ema_params, model_params, 1.0 - min(decay, (1 + n) / (10 + n)))
+        torch._foreach_lerp_(ema_params, model_params, 1.0 - utils.ema_warmup_decay(decay, int(num_averaged)))
     return update
 
 
@@ -136,7 +125,7 @@ def train(name: str, net: torch.nn.Module, images: torch.Tensor, args: argparse.
     for step in range(args.steps):
         start = time.perf_counter()
         index, flip, t, noise = plan_step(step, len(images), args)
-        x_0 = to_model_range(images[index], flip).contiguous(memory_format=torch.channels_last)
+        x_0 = utils.to_model_range(images[index], flip).contiguous(memory_format=torch.channels_last)
         loss = diffusion.p_losses(x_0, t, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,7 +156,7 @@ def eval_loss(diffusion: GaussianDiffusion, images: torch.Tensor, args: argparse
     chosen = images[torch.randperm(len(images), generator=g)[:1024]]
     per_image, steps = [], []
     for start in range(0, len(chosen), 256):
-        x_0 = to_model_range(chosen[start:start + 256])
+        x_0 = utils.to_model_range(chosen[start:start + 256])
         t = (torch.arange(len(x_0)) + start) % args.time_steps
         noise = torch.randn(x_0.shape, generator=g)
         x_t = diffusion.q_sample(x_0, t, noise)
@@ -208,7 +197,7 @@ def main() -> None:
         results[name]["by_time"] = eval_loss(results[name]["ema"], images, args, by_time=True)
         torch.save(results[name]["ema"].state_dict(), out / f"ema_{name}.pt")
 
-    real = to_model_range(images[:args.samples]).add(1).div(2)
+    real = utils.to_model_range(images[:args.samples]).add(1).div(2)
     panels = [make_grid(real, nrow=8, padding=1)] + [make_grid(r["samples"], nrow=8, padding=1) for r in results.values()]
     gap = torch.ones(3, panels[0].shape[1], 6)
     save_image(torch.cat([x for p in panels for x in (p, gap)][:-1], dim=2), out / "side_by_side.png")

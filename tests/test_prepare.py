@@ -225,9 +225,9 @@ def test_afhq_attached_kaggle_copy_is_found_without_source(tmp_path, cache_calls
     assert_afhq_written(out, ("cat",), 32)
 
 
-def one_line_error(excinfo, capsys) -> str:
+def one_line_error(code: int, capsys) -> str:
     """The script's error message: exit code 2 and one line, the last on stderr (after any progress bar)."""
-    assert excinfo.value.code == 2
+    assert code == 2
     err = capsys.readouterr().err
     message = err.strip().splitlines()[-1]
     assert message.startswith("error: ") and "Traceback" not in err, err
@@ -237,9 +237,8 @@ def one_line_error(excinfo, capsys) -> str:
 def test_afhq_failed_download_and_no_copy_is_one_line_error(tmp_path, cache_calls, monkeypatch, served, capsys):
     monkeypatch.setattr(afhq, "KAGGLE_INPUT", tmp_path / "no-kaggle")
     url = f"{served[1]}/missing.zip"
-    with pytest.raises(SystemExit) as excinfo:
-        afhq.main(["--url", url, "--out", str(tmp_path / "out")])
-    message = one_line_error(excinfo, capsys)
+    code = afhq.utils.run_command_line(afhq.main, ["--url", url, "--out", str(tmp_path / "out")])
+    message = one_line_error(code, capsys)
     assert f"could not download AFHQ from {url}" in message and "--source" in message
     assert list((tmp_path / "out" / "raw").iterdir()) == []
     assert not (tmp_path / "out" / "train").exists()
@@ -249,18 +248,33 @@ def test_afhq_download_that_is_not_a_zip_is_one_line_error(tmp_path, cache_calls
     monkeypatch.setattr(afhq, "KAGGLE_INPUT", tmp_path / "no-kaggle")
     folder, base = served
     (folder / "page.html").write_text("<html>please sign in</html>")
-    with pytest.raises(SystemExit) as excinfo:
-        afhq.main(["--url", f"{base}/page.html", "--out", str(tmp_path / "out")])
-    assert "is not a zip" in one_line_error(excinfo, capsys)
+    code = afhq.utils.run_command_line(afhq.main, ["--url", f"{base}/page.html", "--out", str(tmp_path / "out")])
+    assert "is not a zip" in one_line_error(code, capsys)
     assert list((tmp_path / "out" / "raw").iterdir()) == []
 
 
 def test_afhq_source_without_afhq_layout_is_one_line_error(tmp_path, cache_calls, capsys):
     source = make_afhq_zip(tmp_path / "other.zip", {"photos/cat1.jpg": jpeg((1, 2, 3))})
-    with pytest.raises(SystemExit) as excinfo:
-        afhq.main(["--source", str(source), "--out", str(tmp_path / "out")])
-    message = one_line_error(excinfo, capsys)
+    code = afhq.utils.run_command_line(afhq.main, ["--source", str(source), "--out", str(tmp_path / "out")])
+    message = one_line_error(code, capsys)
     assert "found no images for cat, dog, wild" in message and str(source) in message
+
+
+def test_afhq_source_that_is_not_a_zip_does_not_say_delete_it(tmp_path, cache_calls, capsys):
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip at all")
+    code = afhq.utils.run_command_line(afhq.main, ["--source", str(junk), "--out", str(tmp_path / "out")])
+    message = one_line_error(code, capsys)
+    assert f"--source {junk} is not a readable zip file" in message and "delete" not in message
+    assert junk.read_bytes() == b"not a zip at all"
+
+
+def test_afhq_help_gives_the_size_and_a_fallback_source(capsys):
+    with pytest.raises(SystemExit):
+        afhq.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "15,000" in help_text and "512x512" in help_text
+    assert "animal-faces" in help_text and "Colab" in help_text
 
 
 def test_afhq_missing_source_exits_without_traceback(tmp_path):
@@ -408,18 +422,18 @@ def test_cifar_download_through_torchvision(tmp_path, cache_calls, trust_batches
 
 def test_cifar_corrupted_batches_are_one_line_error(tmp_path, cache_calls, capsys):
     make_cifar_batches(tmp_path / "input")  # torchvision's real md5 sums do not match these files
-    with pytest.raises(SystemExit) as excinfo:
-        cifar.main(["--source", str(tmp_path / "input"), "--out", str(tmp_path / "out")])
-    assert "corrupted" in one_line_error(excinfo, capsys)
+    code = cifar.utils.run_command_line(cifar.main, ["--source", str(tmp_path / "input"), "--out", str(tmp_path / "out")])
+    message = one_line_error(code, capsys)
+    assert "corrupted" in message
+    assert "download=True" not in message and "--source" in message  # our advice, not torchvision's
 
 
 def test_cifar_failed_download_is_one_line_error(tmp_path, cache_calls, monkeypatch, served, capsys):
     from torchvision.datasets import CIFAR10
 
     monkeypatch.setattr(CIFAR10, "url", f"{served[1]}/missing.tar.gz")
-    with pytest.raises(SystemExit) as excinfo:
-        cifar.main(["--out", str(tmp_path / "out")])
-    message = one_line_error(excinfo, capsys)
+    code = cifar.utils.run_command_line(cifar.main, ["--out", str(tmp_path / "out")])
+    message = one_line_error(code, capsys)
     assert "could not download CIFAR-10" in message and "--source" in message
 
 
@@ -450,8 +464,7 @@ def test_prepared_folder_is_what_the_trainer_loads(tmp_path):
 @pytest.mark.parametrize("script, argv", [(afhq, ["--classes", "kitten"]), (cifar, ["--classes", "kitten"]),
                                           (afhq, ["--image_size", "0"]), (cifar, ["--image_size", "0"])])
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, script, argv):
-    with pytest.raises(SystemExit) as excinfo:
-        script.main([*argv, "--out", str(tmp_path / "out")])
-    message = one_line_error(excinfo, capsys)
+    code = script.utils.run_command_line(script.main, [*argv, "--out", str(tmp_path / "out")])
+    message = one_line_error(code, capsys)
     assert argv[0] in message
     assert not (tmp_path / "out").exists()

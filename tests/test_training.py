@@ -3,6 +3,7 @@ EMA, NaN stop, interrupted saves, Ctrl-C, the speed flags' fallbacks and wandb o
 
 from __future__ import annotations
 
+import errno
 import shlex
 import subprocess
 import sys
@@ -223,3 +224,35 @@ def test_trainer_runs_without_the_command_line_and_returns_how_fit_ended(tmp_pat
     assert result == FitResult(Status.DONE, step=2, checkpoint=tmp_path / "model.pt")
     captured = capsys.readouterr()
     assert "main.py" not in captured.out + captured.err
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_file(tmp_path, capsys, monkeypatch):
+    real_save = utils.torch.save
+    calls = []
+
+    def disk_full_after_the_first(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            f.write(b"\x80\x02partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(utils.torch, "save", disk_full_after_the_first)
+    assert run(tmp_path, "--train_steps", "4", "--save_and_sample_every", "2") == 2
+    err = capsys.readouterr().err
+    message = err.strip().splitlines()[-1]  # below the progress bar
+    assert message.startswith("error: --save_folder") and "Traceback" not in err, err
+    assert "No space left on device" in message and f"the previous {tmp_path / 'model.pt'} is kept" in message
+    monkeypatch.undo()
+    assert load(tmp_path / "model.pt")["step"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_start_line_and_the_gif_match_the_run(tmp_path, capsys):
+    assert run(tmp_path, "--train_steps", "3", "--visualize", "--visualize_samples", "8") == 0
+    out = capsys.readouterr().out
+    assert "at the end: checkpoint" in out and "every 1000 steps" not in out
+    gif = Image.open(tmp_path / "denoising-3.gif")
+    tile = 32 + 2
+    assert gif.width >= 384 and gif.height > 2 * tile  # enlarged, and 8 samples in 3 rows, not one strip
+    assert abs(gif.width / gif.height - 1) < 0.5

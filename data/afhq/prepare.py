@@ -4,8 +4,8 @@
     python data/afhq/prepare.py --source /kaggle/input/animal-faces --classes cat
     python data/afhq/prepare.py --source afhq.zip --image_size 64
 
-AFHQ (StarGAN v2, Choi et al. 2020; CC BY-NC 4.0) holds about 16,000 animal faces at 512x512,
-about 5,000 per class. Decoding that many large JPEGs every epoch would starve a GPU on Colab's two
+AFHQ (StarGAN v2, Choi et al. 2020; CC BY-NC 4.0) holds about 15,000 animal faces as 512x512 JPEGs,
+about 5,000 per class; the download's progress bar shows its size. Decoding that many large JPEGs every epoch would starve a GPU on Colab's two
 CPU cores, so this script downsamples them once:
 
     <out>/train/<class>/<name>.png      image_size x image_size RGB, resized and centre-cropped
@@ -22,6 +22,9 @@ Where the images come from, in this order:
   3. an attached Kaggle dataset holding afhq/train/<class>/ under /kaggle/input;
   4. the official download (StarGAN v2's Dropbox link), kept in <out>/raw/afhq.zip.
 Only the train split is used.
+If the download fails (the link has been disabled at times): on Kaggle attach the dataset
+"animal-faces" (andrewmvd/animal-faces); elsewhere, e.g. on Colab, download that dataset's zip
+(or afhq.zip) in a browser, upload it (or put it on Google Drive) and pass --source PATH.
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ CLASSES = ("cat", "dog", "wild")
 # Dropbox for the file itself rather than its preview page.
 AFHQ_URL = "https://www.dropbox.com/s/t9l9o3vsx2jai3z/afhq.zip?dl=1"
 KAGGLE_INPUT = Path("/kaggle/input")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MANIFEST = "prepared.json"
 
 
@@ -70,7 +72,7 @@ def _match(relpaths: list[str], classes: tuple[str, ...]) -> dict[str, list[str]
     on a Mac carry next to every image.
     """
     names = "|".join(re.escape(c) for c in classes)
-    suffixes = "|".join(re.escape(s) for s in IMAGE_SUFFIXES)
+    suffixes = "|".join(re.escape(s) for s in utils.IMAGE_EXTENSIONS)
     patterns = (
         re.compile(rf"(?:^|/)train/({names})/([^/]+)(?:{suffixes})$", re.IGNORECASE),
         re.compile(rf"^({names})/([^/]+)(?:{suffixes})$", re.IGNORECASE),
@@ -86,12 +88,15 @@ def _match(relpaths: list[str], classes: tuple[str, ...]) -> dict[str, list[str]
     return {}
 
 
-def _list_zip(path: Path, classes: tuple[str, ...]) -> dict[str, list[tuple[str, Opener]]]:
+def _list_zip(path: Path, classes: tuple[str, ...], given: bool) -> dict[str, list[tuple[str, Opener]]]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
+        if given:  # the user's own file: never suggest deleting it
+            raise UserError(f"--source {path} is not a readable zip file ({err}): pass AFHQ's zip (afhq.zip) or "
+                            "the folder it unpacks to") from None
         raise UserError(f"{path} is not a readable zip file ({err}); delete it and run again, "
-                           "or pass --source with a good copy") from None
+                        "or pass --source with a good copy") from None
     groups = _match(archive.namelist(), classes)
     return {c: [(Path(p).stem, lambda p=p: archive.open(p)) for p in paths] for c, paths in groups.items()}
 
@@ -114,7 +119,7 @@ def list_images(source: Path, classes: tuple[str, ...], given: bool = True) -> d
     where = f"--source {source}" if given else str(source)
     if not source.exists():
         raise UserError(f"{where}: no such file or folder")
-    groups = _list_folder(source, classes) if source.is_dir() else _list_zip(source, classes)
+    groups = _list_folder(source, classes) if source.is_dir() else _list_zip(source, classes, given)
     missing = [c for c in classes if not groups.get(c)]
     if missing:
         raise UserError(
@@ -146,22 +151,22 @@ def download(url: str, raw_dir: Path) -> Path:
     target = raw_dir / "afhq.zip"
     partial = raw_dir / "afhq.zip.part"
     partial.unlink(missing_ok=True)  # a leftover of an interrupted download is not a zip
-    print(f"downloading AFHQ from {url} (about 16,000 images; once) ...")
+    print(f"downloading AFHQ from {url} (about 15,000 images of 512x512; once) ...")
     try:
         download_url(url, str(raw_dir), filename=partial.name)
     except Exception as err:  # noqa: BLE001 urllib raises URLError, HTTPError, OSError, socket timeouts ...
         partial.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
         raise UserError(
-            f"could not download AFHQ from {url} ({reason}); without internet, attach a copy "
-            "(Kaggle: Add Input > 'animal-faces') or pass --source PATH to a folder or zip in "
-            "AFHQ's layout (afhq/train/cat/*.jpg)"
+            f"could not download AFHQ from {url} ({reason}); use another copy: on Kaggle attach the dataset "
+            "'animal-faces' (Add Input); elsewhere (Colab too) download that dataset's zip in a browser, upload "
+            "it and pass --source PATH (a zip or folder in AFHQ's layout, afhq/train/cat/*.jpg)"
         ) from None
     if not zipfile.is_zipfile(partial):
         partial.unlink(missing_ok=True)
         raise UserError(
-            f"the download from {url} is not a zip (the host may have sent a web page); download "
-            "afhq.zip in a browser and pass --source afhq.zip"
+            f"the download from {url} is not a zip (the host may have sent a web page, e.g. a disabled link); "
+            "download afhq.zip or Kaggle's 'animal-faces' zip in a browser and pass --source PATH"
         )
     os.replace(partial, target)
     return target
@@ -272,13 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        args = build_parser().parse_args(argv)
-        counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size,
-                         url=args.url, force=args.force)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)  # one line and exit code 2, like main.py
-        sys.exit(2)
+    """The command line; a UserError is reported by utils.run_command_line (one line, exit code 2)."""
+    args = build_parser().parse_args(argv)
+    counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size,
+                     url=args.url, force=args.force)
     train = args.out / "train"
     print(f"done: {', '.join(f'{n} {c}' for c, n in counts.items())} images of "
           f"{args.image_size}x{args.image_size} in {train}/<class>/")
@@ -286,4 +288,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(utils.run_command_line(main))

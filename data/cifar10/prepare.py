@@ -84,9 +84,12 @@ def load(source: Path | None, raw: Path):
             root = raw
     try:
         return CIFAR10(root=str(root), train=True, download=download)
-    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted" and md5 mismatches
-        raise UserError(f"CIFAR-10 in {root / BATCHES}: {err}; delete it and run again, "
-                           "or pass --source with a good copy") from None
+    except RuntimeError:  # torchvision's "Dataset not found or corrupted" (its advice, download=True, is not ours)
+        if source is not None:
+            raise UserError(f"--source {source}: {root / BATCHES} is incomplete or corrupted (a file is missing or "
+                            f"its checksum is wrong): pass a good copy of {BATCHES}/ or {ARCHIVE}") from None
+        raise UserError(f"the earlier download in {root / BATCHES} is incomplete or corrupted: delete {root} and run "
+                        "again, or pass --source with a good copy") from None
     except Exception as err:  # noqa: BLE001 urllib's URLError, HTTPError, OSError, socket timeouts ...
         reason = getattr(err, "reason", None) or err
         raise UserError(f"could not download CIFAR-10 ({reason}); without internet, pass --source "
@@ -150,12 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        args = build_parser().parse_args(argv)
-        counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size, args.force)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)  # one line and exit code 2, like main.py
-        sys.exit(2)
+    """The command line; a UserError is reported by utils.run_command_line (one line, exit code 2)."""
+    args = build_parser().parse_args(argv)
+    counts = prepare(args.source, args.out, tuple(dict.fromkeys(args.classes)), args.image_size, args.force)
     train = args.out / "train"
     print(f"done: {sum(counts.values())} images in {len(counts)} classes in {train}/<class>/")
     print(f"train with: python main.py --data_path {train} --data_class {next(iter(counts))}")
@@ -164,4 +164,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(utils.run_command_line(main))
