@@ -49,6 +49,7 @@ from torchvision.utils import make_grid
 import utils
 from ddim import ddim_sample_loop
 from diffusion import GaussianDiffusion
+from trainer import pick_device
 from unet import Unet
 
 WEB_PAGE = Path(__file__).resolve().parent / "web" / "index.html"
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             raise utils.UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if not 0 <= args.port <= 65535:
         raise utils.UserError(f"--port must be between 0 and 65535, got {args.port}")
-    device = utils.pick_device(args.device)
+    device = pick_device(args.device)
     models = [load_model(path, name, device) for path, name in zip(args.load_path, model_names(args.load_path))]
 
     import uvicorn
