@@ -104,8 +104,9 @@ class Trainer:
         self.diffusion.to(self.device)
         if args.channels_last:
             self.diffusion.to(memory_format=torch.channels_last)
-        # The EMA's own counter stays on the CPU (we never move the wrapper), so reading it is free.
-        self.ema = AveragedModel(self.diffusion, multi_avg_fn=self._ema_update, use_buffers=True)
+        # AveragedModel holds the EMA copy (ema.module) and its counter, which stays on the CPU; the
+        # update is ours (update_ema), since update_parameters copies that counter to the device every call.
+        self.ema = AveragedModel(self.diffusion, use_buffers=True)
         self.optimizer = self._make_optimizer()
         self.amp_dtype = self._resolve_amp()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -211,14 +212,20 @@ class Trainer:
         return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[choice]
 
     @torch.no_grad()
-    def _ema_update(self, ema_params: list[torch.Tensor], model_params: list[torch.Tensor], _count) -> None:
-        """ema <- decay * ema + (1 - decay) * model, with a warm-up on the decay.
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * model, with a warm-up on the decay; the first update copies.
 
         The warm-up min(decay, (1 + step) / (10 + step)) stops a short run's average from
-        remembering mostly the random initial weights. `step` is a Python int: no device read.
+        remembering mostly the random initial weights. `step` is a Python int and the counter a
+        CPU tensor, so the update only queues device work: the host never waits for the device.
         """
-        decay = min(self.args.ema_decay, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+        ema_params, model_params = list(self.ema.module.parameters()), list(self.diffusion.parameters())
+        if self.step == 0:
+            torch._foreach_copy_(ema_params, model_params)
+        else:
+            decay = min(self.args.ema_decay, (1 + self.step) / (10 + self.step))
+            torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+        self.ema.n_averaged += 1
 
     # ------------------------------------------------------------------ the step
 
@@ -261,7 +268,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.diffusion.parameters(), self.args.grad_clip)
         self.scaler.step(self.optimizer)  # fp16: skips the step if a gradient overflowed
         self.scaler.update()
-        self.ema.update_parameters(self.diffusion)
+        self.update_ema()
         self.step += 1
         return loss.detach()
 
