@@ -12,13 +12,15 @@ Bad input ends with one line `error: ...` on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shlex
 import sys
 import tempfile
 import warnings
 from pathlib import Path
 
-from trainer import Trainer
+from trainer import FitResult, Status, TrainConfig, Trainer
 from utils import CommandLineParser, UserError
 
 
@@ -26,61 +28,62 @@ def build_parser() -> argparse.ArgumentParser:
     p = CommandLineParser(prog="main.py", description="Train a denoising diffusion model (DDPM) and sample from it.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     on_off = argparse.BooleanOptionalAction
+    d = TrainConfig()  # the defaults live there, beside the fields
     data = p.add_argument_group("data")
-    data.add_argument("--data_path", default=None,
+    data.add_argument("--data_path", default=d.data_path,
                       help="folder holding one subfolder per class; without it, the built-in demo set is used")
-    data.add_argument("--data_class", default="cat", help="images are read from data_path/data_class/ (jpg, png, webp)")
-    data.add_argument("--image_size", type=int, default=32, help="images are resized and centre-cropped to this")
-    data.add_argument("--dataloader_workers", type=int, default=0,
+    data.add_argument("--data_class", default=d.data_class, help="images are read from data_path/data_class/ (jpg, png, webp)")
+    data.add_argument("--image_size", type=int, default=d.image_size, help="images are resized and centre-cropped to this")
+    data.add_argument("--dataloader_workers", type=int, default=d.dataloader_workers,
                       help="DataLoader worker processes, used with --no-data_on_device")
-    data.add_argument("--demo_images", type=int, default=4096, help="size of the built-in demo set")
+    data.add_argument("--demo_images", type=int, default=d.demo_images, help="size of the built-in demo set")
 
     model = p.add_argument_group("model and training")
-    model.add_argument("--time_steps", type=int, default=50, help="T, the number of diffusion steps")
-    model.add_argument("--unet_dim", type=int, default=16, help="U-Net channels at the finest level")
-    model.add_argument("--unet_dim_mults", type=int, nargs="*", default=[1, 2, 4, 8],
+    model.add_argument("--time_steps", type=int, default=d.time_steps, help="T, the number of diffusion steps")
+    model.add_argument("--unet_dim", type=int, default=d.unet_dim, help="U-Net channels at the finest level")
+    model.add_argument("--unet_dim_mults", type=int, nargs="*", default=d.unet_dim_mults,
                        help="channel multiplier per U-Net level; each level after the first halves the image")
-    model.add_argument("--batch_size", type=int, default=32,
+    model.add_argument("--batch_size", type=int, default=d.batch_size,
                        help="images per optimizer step, all processes together (torchrun splits it)")
-    model.add_argument("--learning_rate", type=float, default=1e-3, help="Adam's learning rate")
-    model.add_argument("--train_steps", type=int, default=10000, help="optimizer steps in total (a resumed run counts on)")
-    model.add_argument("--grad_clip", type=float, default=1.0, help="clip the gradient norm to this")
-    model.add_argument("--ema_decay", type=float, default=0.995,
+    model.add_argument("--learning_rate", type=float, default=d.learning_rate, help="Adam's learning rate")
+    model.add_argument("--train_steps", type=int, default=d.train_steps, help="optimizer steps in total (a resumed run counts on)")
+    model.add_argument("--grad_clip", type=float, default=d.grad_clip, help="clip the gradient norm to this")
+    model.add_argument("--ema_decay", type=float, default=d.ema_decay,
                        help="decay of the exponential moving average of the weights, which makes the samples")
-    model.add_argument("--seed", type=int, default=0, help="random seed (each torchrun process adds its rank)")
+    model.add_argument("--seed", type=int, default=d.seed, help="random seed (each torchrun process adds its rank)")
 
     out = p.add_argument_group("outputs")
-    out.add_argument("--save_and_sample_every", type=int, default=1000,
+    out.add_argument("--save_and_sample_every", type=int, default=d.save_and_sample_every,
                      help="every this many steps: checkpoint, sample grid, FID and a log line")
-    out.add_argument("--save_folder", default="./results/", help="where model.pt, sample-<step>.png, ... go")
-    out.add_argument("--load_path", default=None, help="a model.pt to resume from (same architecture flags)")
-    out.add_argument("--num_samples", type=int, default=25, help="images in each sample grid")
+    out.add_argument("--save_folder", default=d.save_folder, help="where model.pt, sample-<step>.png, ... go")
+    out.add_argument("--load_path", default=d.load_path, help="a model.pt to resume from (same architecture flags)")
+    out.add_argument("--num_samples", type=int, default=d.num_samples, help="images in each sample grid")
     out.add_argument("--visualize", action="store_true",
                      help="also save the reverse process x_T..x_0 as denoising-<step>.png (strip) and .gif")
-    out.add_argument("--visualize_samples", type=int, default=8, help="samples shown by --visualize")
+    out.add_argument("--visualize_samples", type=int, default=d.visualize_samples, help="samples shown by --visualize")
     out.add_argument("--fid", action="store_true", help="compute FID against the training images at every save")
-    out.add_argument("--fid_samples", type=int, default=1000, help="generated images per FID")
-    out.add_argument("--fid_weights", default=None,
+    out.add_argument("--fid_samples", type=int, default=d.fid_samples, help="generated images per FID")
+    out.add_argument("--fid_weights", default=d.fid_weights,
                      help="a local copy of the Inception weights for --fid (otherwise downloaded once)")
-    out.add_argument("--sample_batch_size", type=int, default=250, help="images sampled at once (grids and FID)")
-    out.add_argument("--log_every", type=int, default=25,
+    out.add_argument("--sample_batch_size", type=int, default=d.sample_batch_size, help="images sampled at once (grids and FID)")
+    out.add_argument("--log_every", type=int, default=d.log_every,
                      help="read the loss back from the device every this many steps (progress bar, NaN check)")
-    out.add_argument("--wandb", action=on_off, default=None,
+    out.add_argument("--wandb", action=on_off, default=d.wandb,
                      help="log to Weights & Biases (default: on if WANDB_PROJECT or WANDB_MODE=online is set); "
                           "offline when not logged in")
 
     speed = p.add_argument_group("device and speed")
-    speed.add_argument("--device", default="auto", help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
-    speed.add_argument("--amp", choices=["auto", "fp16", "bf16", "off"], default="auto",
+    speed.add_argument("--device", default=d.device, help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
+    speed.add_argument("--amp", choices=["auto", "fp16", "bf16", "off"], default=d.amp,
                        help="mixed precision on CUDA: auto = bf16 where the GPU supports it, else fp16 with a "
                             "gradient scaler; always off on CPU and MPS")
-    speed.add_argument("--channels_last", action=on_off, default=True,
+    speed.add_argument("--channels_last", action=on_off, default=d.channels_last,
                        help="channels-last memory layout (faster convolutions on CPUs and tensor-core GPUs)")
-    speed.add_argument("--compile", action=on_off, default=False,
+    speed.add_argument("--compile", action=on_off, default=d.compile,
                        help="torch.compile the training step (slow first step; falls back if it fails)")
-    speed.add_argument("--data_on_device", action=on_off, default=True,
+    speed.add_argument("--data_on_device", action=on_off, default=d.data_on_device,
                        help="keep the whole uint8 data set on the device and draw and augment batches there")
-    speed.add_argument("--fused_optimizer", action=on_off, default=None,
+    speed.add_argument("--fused_optimizer", action=on_off, default=d.fused_optimizer,
                        help="fused Adam kernel (default: on for CUDA)")
     return p
 
@@ -127,6 +130,44 @@ def check_save_folder(folder: str) -> None:
         raise UserError(f"--save_folder {folder} is not writable ({error.strerror}): choose another folder") from None
 
 
+def build_trainer(args: argparse.Namespace) -> Trainer:
+    """The Trainer for these parsed flags, exactly as main() builds it (TrainConfig's fields are flag names)."""
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    return Trainer(config)
+
+
+def resume_command(argv: list[str], checkpoint: Path, world_size: int) -> str:
+    """The command that continues this run from `checkpoint`: the same flags, --load_path replaced."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):  # drop an old --load_path and its value
+        if arg == "--load_path":
+            del argv[i : i + 2]
+            break
+        if arg.startswith("--load_path="):
+            del argv[i]
+            break
+    launcher = ["python"] if world_size == 1 else ["torchrun", f"--nproc_per_node={world_size}"]
+    return shlex.join([*launcher, "main.py", *argv, "--load_path", str(checkpoint)])
+
+
+EXIT_CODES = {Status.DONE: 0, Status.NONFINITE: 1, Status.INTERRUPTED: 130}
+
+
+def report(result: FitResult, argv: list[str], world_size: int) -> None:
+    """Tell the user how training ended, if it ended early."""
+    if result.status is Status.NONFINITE:
+        kept = (f"the last good checkpoint is {result.checkpoint}; resume from it with a lower --learning_rate: "
+                f"{resume_command(argv, result.checkpoint, world_size)}") if result.checkpoint else \
+            "no checkpoint had been written yet"
+        print(f"error: the loss became {result.loss} (NaN or infinite) by step {result.step}; stopped without saving. "
+              f"{kept}", file=sys.stderr)
+    elif result.status is Status.INTERRUPTED and result.checkpoint is None:
+        print(f"\ninterrupted at step {result.step}; nothing was saved", file=sys.stderr)
+    elif result.status is Status.INTERRUPTED:
+        print(f"\ninterrupted at step {result.step}; saved {result.checkpoint}. Resume with:\n  "
+              f"{resume_command(argv, result.checkpoint, world_size)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: returns the exit code (0 done, 1 NaN loss, 2 bad input, 130 Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -134,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         check_save_folder(args.save_folder)
-        trainer = Trainer(args, argv=argv)
-        return trainer.fit()
+        trainer = build_trainer(args)
+        result = trainer.fit()
+        if trainer.is_main:  # under torchrun, rank 0 speaks for all
+            report(result, argv, trainer.world_size)
+        return EXIT_CODES[result.status]
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

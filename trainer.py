@@ -1,41 +1,39 @@
 """Training: Algorithm 1 in a loop, with EMA sampling, checkpoints, FID and multi-GPU.
 
-main.py parses the flags and hands them to `Trainer`; `Trainer.fit` runs the loop. One step:
+`Trainer(TrainConfig(...))` builds a run; `Trainer.fit()` trains it and returns a `FitResult`.
+main.py builds the config from its flags (the field names are the flag names). One step:
 
     batch  = next_batch()                    uint8 images -> random flip -> [-1, 1]
-    loss   = diffusion(batch)                Algorithm 1 (the student's GaussianDiffusion.forward)
+    loss   = compute_loss(batch)             Algorithm 1 (the student's GaussianDiffusion.forward)
     backward, clip the gradient norm, Adam step, update the EMA of the weights
 
-Samples, grids and FID use the EMA weights. Every --save_and_sample_every steps rank 0 writes
-`model.pt` (atomically) and `sample-<step>.png`, and with the flags `denoising-<step>.png/.gif`
-and FID (also in `log.csv`).
+Samples, grids and FID use the EMA weights. Every `save_and_sample_every` steps rank 0 writes
+`model.pt` (atomically) and `sample-<step>.png`, and if asked `denoising-<step>.png/.gif` and FID
+(also in `log.csv`). To train something else, subclass `Trainer` and override `make_model` (what
+is trained) and `compute_loss` (one batch's loss).
 
-Using it from Python (the benchmark in bench/ does this to time exactly what main.py runs):
+From Python:
 
-    from trainer import Trainer
-    trainer = Trainer.from_flags(["--batch_size", "32", "--amp", "off"])  # main.py's flags
+    from trainer import Trainer, TrainConfig
+    trainer = Trainer(TrainConfig(batch_size=32, amp="off"))
     loss = trainer.train_step()   # one whole step: data, forward, backward, optimizer, EMA;
                                   # returns the loss tensor without waiting for the device
-    trainer.synchronize()         # wait for the device (for timing)
-    batch = trainer.next_batch()  # the data pipeline alone: [B, 3, S, S] float on the device
     images = trainer.sample(64)   # [64, 3, S, S] in [0, 1] from the EMA model, batched
     trainer.close()
 
-Speed: nothing in `train_step` reads a value back to the host (with the defaults; fp16 with
---no-fused_optimizer does, inside GradScaler.step), so the CPU can queue the next steps while
-the GPU works; `fit` reads the loss every --log_every steps only (NaN checks included). Multi-GPU: under torchrun each process trains on its shard of the data
-with batch_size / world_size images, DistributedDataParallel averages the gradients, and
-only rank 0 writes files.
+Under torchrun each process trains on its shard of the data with batch_size / world_size
+images, DistributedDataParallel averages the gradients, and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import enum
 import inspect
 import math
 import os
-import shlex
 import sys
 import time
 import warnings
@@ -53,84 +51,132 @@ from unet import Unet, count_parameters
 from utils import UserError
 
 CHECKPOINT_FORMAT = "ddpm-homework-checkpoint-v1"
-# Flags that fix the network's shape: a checkpoint only loads into the same ones.
-ARCHITECTURE_FLAGS = ("image_size", "time_steps", "unet_dim", "unet_dim_mults")
+# Fields that fix the network's shape: a checkpoint only loads into the same ones.
+ARCHITECTURE_FIELDS = ("image_size", "time_steps", "unet_dim", "unet_dim_mults")
 DEMO_MESSAGE = ("No --data_path given: training on the built-in demo set ({n} procedural {s}x{s} images of "
                 "coloured shapes, no download). For the homework's data see README.md, section \"Homework data\".")
 
 
-class Trainer:
-    """Everything one training run needs, built from main.py's parsed flags.
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs; main.py's flags have the same names (`python main.py --help` explains each)."""
 
-    Args:
-        args: main.parse_args(...) output.
-        argv: the command-line arguments, to print the command that resumes after Ctrl-C.
+    # data
+    data_path: str | None = None  # folder with one subfolder per class; None: the built-in demo set
+    data_class: str = "cat"
+    image_size: int = 32
+    dataloader_workers: int = 0
+    demo_images: int = 4096
+    # model and training
+    time_steps: int = 50
+    unet_dim: int = 16
+    unet_dim_mults: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    train_steps: int = 10000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    seed: int = 0
+    # outputs
+    save_and_sample_every: int = 1000
+    save_folder: str = "./results/"
+    load_path: str | None = None
+    num_samples: int = 25
+    visualize: bool = False
+    visualize_samples: int = 8
+    fid: bool = False
+    fid_samples: int = 1000
+    fid_weights: str | None = None
+    sample_batch_size: int = 250
+    log_every: int = 25
+    wandb: bool | None = None  # None: on if WANDB_PROJECT or WANDB_MODE=online is set
+    # device and speed
+    device: str = "auto"
+    amp: str = "auto"  # auto, fp16, bf16 or off
+    channels_last: bool = True
+    compile: bool = False
+    data_on_device: bool = True
+    fused_optimizer: bool | None = None  # None: on for CUDA
+
+
+class Status(enum.Enum):
+    DONE = "done"  # reached train_steps
+    NONFINITE = "nonfinite"  # the loss or the weights became NaN or infinite; nothing saved after that
+    INTERRUPTED = "interrupted"  # Ctrl-C; a checkpoint was saved if any step had been trained
+
+
+@dataclasses.dataclass
+class FitResult:
+    """How `Trainer.fit` ended."""
+
+    status: Status
+    step: int  # optimizer steps done
+    loss: float | None = None  # NONFINITE: the loss that was not finite
+    checkpoint: Path | None = None  # the checkpoint to resume from, if there is one
+
+
+class Trainer:
+    """Everything one training run needs, built from a TrainConfig.
+
     Attributes (the useful ones):
-        diffusion: the GaussianDiffusion being trained; ema: its AveragedModel (ema.module samples).
+        model: the module being trained (a GaussianDiffusion); wrapped_model: the same module inside
+        DistributedDataParallel and/or torch.compile, which the training step calls; ema: the
+        AveragedModel of `model` (ema.module makes the samples).
         optimizer, scaler, device, step (optimizer steps done), rank, world_size, is_main.
     """
 
-    def __init__(self, args, argv: list[str] | None = None):
-        self.args, self.argv = args, argv
+    def __init__(self, config: TrainConfig):
+        self.config = config
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
-        self.device = utils.pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = utils.pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.step = 0
-        self.save_folder = Path(args.save_folder)
+        self.save_folder = Path(config.save_folder)
         self.checkpoint_path = self.save_folder / "model.pt"
         self._wandb = None
-        if args.data_path is None:
-            self.log(DEMO_MESSAGE.format(n=args.demo_images, s=args.image_size))
+        if config.data_path is None:
+            self.log(DEMO_MESSAGE.format(n=config.demo_images, s=config.image_size))
 
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # before NCCL starts, so each rank talks from its own GPU
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         self._setup_distributed()
-        torch.manual_seed(args.seed + self.rank)
+        torch.manual_seed(config.seed + self.rank)
         # FID first: missing Inception weights must fail now, not after hours of training.
         self.fid_metric = None
-        if args.fid and self.is_main:
+        if config.fid and self.is_main:
             metric_device = "cpu" if self.device.type == "mps" else self.device  # MPS has no float64
-            self.fid_metric = utils.make_fid_metric(args.fid_weights).to(metric_device)
+            self.fid_metric = utils.make_fid_metric(config.fid_weights).to(metric_device)
 
         images = self._load_images()
-        self.real_images = images if args.fid and self.is_main else None
+        self.real_images = images if config.fid and self.is_main else None
         self.batches = self._make_batches(images[self.rank :: self.world_size])
 
-        unet = Unet(dim=args.unet_dim, dim_mults=tuple(args.unet_dim_mults), channels=3)
-        self.diffusion = GaussianDiffusion(unet, image_size=args.image_size, channels=3, timesteps=args.time_steps)
-        self.diffusion.to(self.device)
-        if args.channels_last:
-            self.diffusion.to(memory_format=torch.channels_last)
+        self.model = self.make_model().to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         # AveragedModel holds the EMA copy (ema.module) and its counter, which stays on the CPU; the
         # update is ours (update_ema), since update_parameters copies that counter to the device every call.
-        self.ema = AveragedModel(self.diffusion, use_buffers=True)
+        self.ema = AveragedModel(self.model, use_buffers=True)
         self.optimizer = self._make_optimizer()
         self.amp_dtype = self._resolve_amp()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        if args.load_path:
-            self.load_checkpoint(args.load_path)
+        if config.load_path:
+            self.load_checkpoint(config.load_path)
 
-        self.train_model = self.diffusion
+        self.wrapped_model = self.model
         if self.world_size > 1:
             # Schedule buffers are constants: no need to broadcast them every step.
             no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
                               inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False})
-            self.train_model = DistributedDataParallel(
-                self.diffusion, device_ids=[self.device.index] if self.device.type == "cuda" else None, **no_buffer_sync)
-        self._eager_model = self.train_model
-        self._compile_pending = args.compile
-        if args.compile:
-            self.train_model = torch.compile(self.train_model)
-
-    @classmethod
-    def from_flags(cls, argv: list[str]) -> "Trainer":
-        """Build the setup main.py would build for these command-line flags (no files written)."""
-        import main
-
-        return cls(main.parse_args(argv), argv=argv)
+            self.wrapped_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None, **no_buffer_sync)
+        self._eager_wrapped_model = self.wrapped_model
+        self._compile_pending = config.compile
+        if config.compile:
+            self.wrapped_model = torch.compile(self.wrapped_model)
 
     # ------------------------------------------------------------------ setup
 
@@ -146,58 +192,64 @@ class Trainer:
                 raise UserError(f"--device {self.device.type}: multi-process training runs on CUDA or the CPU only")
             dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
             self._owns_process_group = True
-        if self.args.batch_size % self.world_size:
-            raise UserError(f"--batch_size {self.args.batch_size} counts all {self.world_size} processes together "
+        if self.config.batch_size % self.world_size:
+            raise UserError(f"--batch_size {self.config.batch_size} counts all {self.world_size} processes together "
                             f"and must be divisible by {self.world_size}")
 
     def _load_images(self) -> torch.Tensor:
-        args = self.args
-        if args.data_path is None:
-            return utils.make_demo_dataset(args.demo_images, args.image_size, seed=0)
-        data_path = Path(args.data_path)
+        config = self.config
+        if config.data_path is None:
+            return utils.make_demo_dataset(config.demo_images, config.image_size, seed=0)
+        data_path = Path(config.data_path)
         if not data_path.is_dir():
             raise UserError(f"--data_path {data_path} does not exist: pass the folder that holds the class "
-                            f"folder {args.data_class}/ (see README.md, \"Homework data\"), or omit it for the demo set")
-        folder = data_path / args.data_class
+                            f"folder {config.data_class}/ (see README.md, \"Homework data\"), or omit it for the demo set")
+        folder = data_path / config.data_class
         if not folder.is_dir():
             classes = sorted(p.name for p in data_path.iterdir() if p.is_dir() and not p.name.startswith("."))
             found = f"it has {', '.join(classes[:8])}" if classes else "it has no subfolders"
-            raise UserError(f"--data_class {args.data_class}: there is no folder {folder} ({found}); images are "
+            raise UserError(f"--data_class {config.data_class}: there is no folder {folder} ({found}); images are "
                             "read from data_path/data_class/")
         try:
-            images = utils.load_image_folder(folder, args.image_size)
+            images = utils.load_image_folder(folder, config.image_size)
         except UserError as error:
             raise UserError(f"--data_path: {error}") from None
-        self.log(f"data: {len(images)} images from {folder}/, {args.image_size}x{args.image_size}")
+        self.log(f"data: {len(images)} images from {folder}/, {config.image_size}x{config.image_size}")
         if len(images) < self.world_size:
             raise UserError(f"--data_path: {folder} has {len(images)} images, fewer than the {self.world_size} processes")
         return images
 
+    def make_model(self) -> torch.nn.Module:
+        """What is trained (`model`): the EMA copy's `sample(n)` makes the images; `compute_loss` calls it."""
+        c = self.config
+        unet = Unet(dim=c.unet_dim, dim_mults=tuple(c.unet_dim_mults), channels=3)
+        return GaussianDiffusion(unet, image_size=c.image_size, channels=3, timesteps=c.time_steps)
+
     def _make_batches(self, shard: torch.Tensor):
-        batch_size = self.args.batch_size // self.world_size
-        if self.args.data_on_device:
+        batch_size = self.config.batch_size // self.world_size
+        if self.config.data_on_device:
             try:
                 return utils.DeviceBatches(shard.to(self.device), batch_size)
             except torch.cuda.OutOfMemoryError:
                 warnings.warn("--data_on_device: the data set does not fit in device memory; "
                               "loading batches with a DataLoader instead (--no-data_on_device)")
-        return utils.LoaderBatches(shard, batch_size, self.args.dataloader_workers, self.device)
+        return utils.LoaderBatches(shard, batch_size, self.config.dataloader_workers, self.device)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        lr, fused = self.args.learning_rate, self.args.fused_optimizer
+        lr, fused = self.config.learning_rate, self.config.fused_optimizer
         if fused is None:  # auto: the fused kernel is the fastest Adam on CUDA
             fused = self.device.type == "cuda"
         if fused:
             try:
-                return torch.optim.Adam(self.diffusion.parameters(), lr=lr, fused=True)
+                return torch.optim.Adam(self.model.parameters(), lr=lr, fused=True)
             except (RuntimeError, TypeError, ValueError) as error:
                 warnings.warn(f"--fused_optimizer: fused Adam is not available on {self.device.type} ({error}); "
                               "using the standard Adam")
-        return torch.optim.Adam(self.diffusion.parameters(), lr=lr)
+        return torch.optim.Adam(self.model.parameters(), lr=lr)
 
     def _resolve_amp(self) -> torch.dtype | None:
         """--amp: bf16 where the GPU has it (Ampere and newer), fp16 + GradScaler on older GPUs (T4)."""
-        choice = self.args.amp
+        choice = self.config.amp
         if self.device.type != "cuda":
             if choice in ("fp16", "bf16"):
                 warnings.warn(f"--amp {choice}: mixed precision is used on CUDA only; training in float32 on "
@@ -219,11 +271,11 @@ class Trainer:
         remembering mostly the random initial weights. `step` is a Python int and the counter a
         CPU tensor, so the update only queues device work: the host never waits for the device.
         """
-        ema_params, model_params = list(self.ema.module.parameters()), list(self.diffusion.parameters())
+        ema_params, model_params = list(self.ema.module.parameters()), list(self.model.parameters())
         if self.step == 0:
             torch._foreach_copy_(ema_params, model_params)
         else:
-            decay = min(self.args.ema_decay, (1 + self.step) / (10 + self.step))
+            decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
             torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
         self.ema.n_averaged += 1
 
@@ -232,7 +284,7 @@ class Trainer:
     def next_batch(self) -> torch.Tensor:
         """[B, 3, S, S] float in [-1, 1] on the device: this process's next augmented batch."""
         batch = utils.augment(next(self.batches))
-        if self.args.channels_last:
+        if self.config.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
@@ -242,9 +294,16 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def compute_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """One batch's loss, a 0-dim tensor: for the DDPM, Algorithm 1 on x_0 = batch [B, 3, S, S].
+
+        Calls `wrapped_model`, not `model`, so that DDP averages the gradients and torch.compile applies.
+        """
+        return self.wrapped_model(batch)
+
     def _forward_backward(self, x_0: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            loss = self.train_model(x_0)
+            loss = self.compute_loss(x_0)
         self.scaler.scale(loss).backward()
         return loss
 
@@ -259,13 +318,13 @@ class Trainer:
             except Exception as error:  # noqa: BLE001 (compiler errors come in many types)
                 warnings.warn(f"--compile: torch.compile failed ({type(error).__name__}: {str(error)[:200]}); "
                               "training without it (--no-compile)")
-                self.train_model = self._eager_model
+                self.wrapped_model = self._eager_wrapped_model
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = self._forward_backward(x_0)
         else:
             loss = self._forward_backward(x_0)
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        torch.nn.utils.clip_grad_norm_(self.diffusion.parameters(), self.args.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)  # fp16: skips the step if a gradient overflowed
         self.scaler.update()
         self.update_ema()
@@ -284,7 +343,7 @@ class Trainer:
     @torch.inference_mode()
     def sample(self, num_images: int) -> torch.Tensor:
         """[num_images, 3, S, S] in [0, 1]: Algorithm 2 with the EMA weights, --sample_batch_size at a time."""
-        model, size = self.ema.module, self.args.sample_batch_size
+        model, size = self.ema.module, self.config.sample_batch_size
         with self._autocast():
             chunks = [model.sample(min(size, num_images - i)).float() for i in range(0, num_images, size)]
         return torch.cat(chunks)
@@ -293,7 +352,7 @@ class Trainer:
     def sample_trajectory(self, num_images: int) -> list[torch.Tensor]:
         """The reverse process x_T, ..., x_0 of a few samples: T + 1 tensors [N, 3, S, S] in [0, 1]."""
         model = self.ema.module
-        shape = (num_images, 3, self.args.image_size, self.args.image_size)
+        shape = (num_images, 3, self.config.image_size, self.config.image_size)
         x = model.noise_like(shape, self.device)
         frames = [x]
         with self._autocast():
@@ -306,7 +365,7 @@ class Trainer:
     def evaluate_fid(self) -> float:
         """FID of --fid_samples EMA samples against the real images (their statistics cached on disk)."""
         utils.load_real_statistics(self.fid_metric, self.real_images, self.save_folder / "fid_real_statistics.pt")
-        n, size = self.args.fid_samples, self.args.sample_batch_size
+        n, size = self.config.fid_samples, self.config.sample_batch_size
         batches = (self.sample(min(size, n - i)) for i in range(0, n, size))
         return utils.compute_fid(self.fid_metric, tqdm(batches, total=math.ceil(n / size), desc="FID: samples",
                                                         unit="batch", leave=False))
@@ -319,8 +378,8 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         checkpoint = {
-            "format": CHECKPOINT_FORMAT, "step": self.step, "args": vars(self.args), "world_size": self.world_size,
-            "model": self.diffusion.state_dict(), "ema": self.ema.state_dict(),
+            "format": CHECKPOINT_FORMAT, "step": self.step, "args": dataclasses.asdict(self.config), "world_size": self.world_size,
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
         }
         self.save_folder.mkdir(parents=True, exist_ok=True)
@@ -334,29 +393,29 @@ class Trainer:
         """
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"--load_path {path} does not exist: pass a model.pt that main.py wrote")
+            raise UserError(f"--load_path {path} does not exist: pass a model.pt that training wrote")
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 (unpickling raises many types)
             raise UserError(f"--load_path {path} is not a checkpoint ({type(error).__name__}): "
-                            "pass a model.pt that main.py wrote") from None
+                            "pass a model.pt that training wrote") from None
         if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"--load_path {path} is not a checkpoint written by main.py: pass a model.pt that main.py wrote")
+            raise UserError(f"--load_path {path} is not a checkpoint written by training: pass a model.pt from a --save_folder")
         saved = checkpoint["args"]
-        different = [name for name in ARCHITECTURE_FLAGS if list(_as_list(saved[name])) != list(_as_list(getattr(self.args, name)))]
+        different = [name for name in ARCHITECTURE_FIELDS if list(_as_list(saved[name])) != list(_as_list(getattr(self.config, name)))]
         if different:
             theirs = " ".join(f"--{n} {' '.join(map(str, _as_list(saved[n])))}" for n in different)
             raise UserError(f"--load_path {path} holds another architecture: it was trained with {theirs}; "
                             "pass those flags to load it")
         options = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in self.optimizer.param_groups]
         try:
-            self.diffusion.load_state_dict(checkpoint["model"])
+            self.model.load_state_dict(checkpoint["model"])
             self.ema.load_state_dict(checkpoint["ema"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (KeyError, RuntimeError, ValueError) as error:
             raise UserError(f"--load_path {path} does not fit this model ({str(error)[:200]})") from None
         for group, own in zip(self.optimizer.param_groups, options):
-            group.update(own, lr=self.args.learning_rate)  # the saved run's device options do not apply here
+            group.update(own, lr=self.config.learning_rate)  # the saved run's device options do not apply here
         if self.scaler.is_enabled() and checkpoint["scaler"]:
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.step = checkpoint["step"]
@@ -365,47 +424,34 @@ class Trainer:
             if self.device.type == "cuda" and "cuda" in checkpoint["rng"]:
                 torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.device)
         else:  # one saved state cannot serve several ranks: give each its own stream
-            torch.manual_seed(self.args.seed + self.rank + 1000 * self.step)
+            torch.manual_seed(self.config.seed + self.rank + 1000 * self.step)
         self.log(f"resuming from step {self.step} ({path})")
-
-    def resume_command(self) -> str:
-        """The command that continues this run from its checkpoint."""
-        argv = list(self.argv if self.argv is not None else sys.argv[1:])
-        for i, arg in enumerate(argv):  # drop an old --load_path and its value
-            if arg == "--load_path":
-                del argv[i : i + 2]
-                break
-            if arg.startswith("--load_path="):
-                del argv[i]
-                break
-        launcher = ["python"] if self.world_size == 1 else ["torchrun", f"--nproc_per_node={self.world_size}"]
-        return shlex.join([*launcher, "main.py", *argv, "--load_path", str(self.checkpoint_path)])
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self) -> int:
-        """Train to --train_steps, saving and sampling on the way. Returns the exit code.
+    def fit(self) -> FitResult:
+        """Train to train_steps, saving and sampling on the way.
 
-        0 when done; 1 when the loss became NaN or infinite (nothing saved after that); 130
-        after Ctrl-C, which saves a checkpoint first and prints the command that resumes.
+        Stops early when the loss or the weights become NaN or infinite (nothing saved after
+        that), or on Ctrl-C (a checkpoint is saved first, on rank 0).
         """
-        args = self.args
+        config = self.config
         self.log(self.describe())
         self._start_wandb()
-        if self.step >= args.train_steps:
-            self.log(f"step {self.step} >= --train_steps {args.train_steps}: nothing to train, writing samples only")
-            self.save_and_sample(save_checkpoint=False)
-            return 0
+        if self.step >= config.train_steps:
+            self.log(f"step {self.step} >= --train_steps {config.train_steps}: nothing to train, writing samples only")
+            self._save_point(save_checkpoint=False)
+            return FitResult(Status.DONE, self.step)
         loss_sum, count = torch.zeros((), device=self.device), 0
         last_read = time.perf_counter()
-        bar = tqdm(total=args.train_steps, initial=self.step, unit="step", disable=not self.is_main, dynamic_ncols=True)
+        bar = tqdm(total=config.train_steps, initial=self.step, unit="step", disable=not self.is_main, dynamic_ncols=True)
         try:
-            while self.step < args.train_steps:
+            while self.step < config.train_steps:
                 loss_sum += self.train_step().float()
                 count += 1
                 bar.update(1)
-                save_now = self.step % args.save_and_sample_every == 0 or self.step == args.train_steps
-                if count < args.log_every and not save_now:
+                save_now = self.step % config.save_and_sample_every == 0 or self.step == config.train_steps
+                if count < config.log_every and not save_now:
                     continue
                 loss = self._mean_over_ranks(loss_sum, count)  # the only host sync: every log_every steps
                 rate = count / (time.perf_counter() - last_read)
@@ -413,27 +459,27 @@ class Trainer:
                 count = 0
                 if not math.isfinite(loss) or (save_now and not self._weights_finite()):
                     bar.close()
-                    return self._stop_nonfinite(loss)
+                    return self._nonfinite(loss)
                 bar.set_postfix(loss=f"{loss:.4f}")
-                fid = self.save_and_sample() if save_now else None
+                fid = self._save_point() if save_now else None
                 self._record(loss=loss, steps_per_second=rate, fid=fid)
                 last_read = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
             return self._interrupted(loss_sum, count)
         bar.close()
-        return 0
+        return FitResult(Status.DONE, self.step, checkpoint=self._checkpoint_if_written())
 
     def describe(self) -> str:
-        a = self.args
+        c = self.config
         amp = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.amp_dtype]
         fused = self.optimizer.param_groups[0].get("fused")
-        return (f"device {self.device} x {self.world_size} process(es) | amp {amp} | channels_last {_on(a.channels_last)} | "
-                f"compile {_on(a.compile)} | data on device {_on(isinstance(self.batches, utils.DeviceBatches))} | "
-                f"fused Adam {_on(fused)}\nmodel {count_parameters(self.diffusion.model) / 1e6:.2f}M parameters "
-                f"(--unet_dim {a.unet_dim}, --unet_dim_mults {' '.join(map(str, a.unet_dim_mults))}), "
-                f"T = {a.time_steps} | batch {a.batch_size} | {a.train_steps} steps | every "
-                f"{a.save_and_sample_every} steps: checkpoint and samples in {self.save_folder}/")
+        return (f"device {self.device} x {self.world_size} process(es) | amp {amp} | channels_last {_on(c.channels_last)} | "
+                f"compile {_on(c.compile)} | data on device {_on(isinstance(self.batches, utils.DeviceBatches))} | "
+                f"fused Adam {_on(fused)}\nmodel {count_parameters(self.model.model) / 1e6:.2f}M parameters "
+                f"(--unet_dim {c.unet_dim}, --unet_dim_mults {' '.join(map(str, c.unet_dim_mults))}), "
+                f"T = {c.time_steps} | batch {c.batch_size} | {c.train_steps} steps | every "
+                f"{c.save_and_sample_every} steps: checkpoint and samples in {self.save_folder}/")
 
     def _mean_over_ranks(self, loss_sum: torch.Tensor, count: int) -> float:
         if self.world_size > 1:
@@ -442,26 +488,37 @@ class Trainer:
         return loss_sum.item() / count
 
     def _weights_finite(self) -> bool:
-        return bool(torch.stack([p.isfinite().all() for p in self.diffusion.parameters()]).all())
+        return bool(torch.stack([p.isfinite().all() for p in self.model.parameters()]).all())
 
-    def save_and_sample(self, save_checkpoint: bool = True) -> float | None:
-        """Rank 0: checkpoint, sample grid, the denoising strip and GIF (--visualize), FID (--fid)."""
+    def save_and_sample(self, save_checkpoint: bool = True) -> list[Path]:
+        """Rank 0: write the checkpoint, the sample grid and (visualize) the denoising strip and GIF.
+
+        Returns the paths written (none on other ranks).
+        """
         if not self.is_main:
-            return None
+            return []
         written = [self.save_checkpoint()] if save_checkpoint else []
         grid = self.save_folder / f"sample-{self.step}.png"
         self.save_folder.mkdir(parents=True, exist_ok=True)
-        utils.save_grid(self.sample(self.args.num_samples), grid)
+        utils.save_grid(self.sample(self.config.num_samples), grid)
         written.append(grid)
-        if self.args.visualize:
+        if self.config.visualize:
             strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
-            utils.save_denoising(self.sample_trajectory(self.args.visualize_samples), strip, gif)
+            utils.save_denoising(self.sample_trajectory(self.config.visualize_samples), strip, gif)
             written += [strip, gif]
-        fid = self.evaluate_fid() if self.args.fid else None
-        self.log(f"step {self.step}: wrote {', '.join(map(str, written))}" + (f" | FID {fid:.2f}" if fid is not None else ""))
         if self._wandb is not None:
-            self._wandb.log({"samples": self._wandb.Image(str(grid)), **({"fid": fid} if fid is not None else {})},
-                            step=self.step)
+            self._wandb.log({"samples": self._wandb.Image(str(grid))}, step=self.step)
+        return written
+
+    def _save_point(self, save_checkpoint: bool = True) -> float | None:
+        """Every save_and_sample_every steps: files, then FID (if asked), then one log line. Returns FID."""
+        if not self.is_main:
+            return None
+        written = self.save_and_sample(save_checkpoint)
+        fid = self.evaluate_fid() if self.config.fid else None
+        self.log(f"step {self.step}: wrote {', '.join(map(str, written))}" + (f" | FID {fid:.2f}" if fid is not None else ""))
+        if self._wandb is not None and fid is not None:
+            self._wandb.log({"fid": fid}, step=self.step)
         return fid
 
     def _record(self, loss: float, steps_per_second: float, fid: float | None) -> None:
@@ -479,28 +536,23 @@ class Trainer:
         if self._wandb is not None:
             self._wandb.log({"loss": loss, "steps_per_second": steps_per_second}, step=self.step)
 
-    def _stop_nonfinite(self, loss: float) -> int:
-        kept = (f"the last good checkpoint is {self.checkpoint_path}; resume from it with a lower --learning_rate: "
-                f"{self.resume_command()}") if self.checkpoint_path.exists() else "no checkpoint had been written yet"
-        if self.is_main:
-            print(f"error: the loss became {loss} (NaN or infinite) by step {self.step}; stopped without saving. "
-                  f"{kept}", file=sys.stderr)
-        return 1
+    def _checkpoint_if_written(self) -> Path | None:
+        return self.checkpoint_path if self.checkpoint_path.exists() else None
 
-    def _interrupted(self, loss_sum: torch.Tensor, count: int) -> int:
+    def _nonfinite(self, loss: float) -> FitResult:
+        return FitResult(Status.NONFINITE, self.step, loss=loss, checkpoint=self._checkpoint_if_written())
+
+    def _interrupted(self, loss_sum: torch.Tensor, count: int) -> FitResult:
         if self.world_size == 1 and ((count and not math.isfinite(loss_sum.item())) or not self._weights_finite()):
-            return self._stop_nonfinite(loss_sum.item() / max(count, 1))
-        if self.is_main and self.step > 0:
-            self.save_checkpoint()
-            print(f"\ninterrupted at step {self.step}; saved {self.checkpoint_path}. Resume with:\n  {self.resume_command()}",
-                  file=sys.stderr)
-        return 130
+            return self._nonfinite(loss_sum.item() / max(count, 1))
+        saved = self.save_checkpoint() if self.is_main and self.step > 0 else None
+        return FitResult(Status.INTERRUPTED, self.step, checkpoint=saved)
 
     # ------------------------------------------------------------------ wandb and teardown
 
     def _start_wandb(self) -> None:
         """--wandb, or WANDB_PROJECT or WANDB_MODE=online in the environment, turns it on; never prompts."""
-        wanted = self.args.wandb
+        wanted = self.config.wandb
         if wanted is None:
             wanted = bool(os.environ.get("WANDB_PROJECT")) or os.environ.get("WANDB_MODE") == "online"
         if not wanted or not self.is_main:
@@ -517,7 +569,7 @@ class Trainer:
 
             self.save_folder.mkdir(parents=True, exist_ok=True)
             self._wandb = wandb
-            wandb.init(project=os.environ.get("WANDB_PROJECT", "ddpm-homework"), config=vars(self.args), mode=mode,
+            wandb.init(project=os.environ.get("WANDB_PROJECT", "ddpm-homework"), config=vars(self.config), mode=mode,
                        dir=str(self.save_folder), resume="allow")
         except Exception as error:  # noqa: BLE001 (a logging service must never stop training)
             self._wandb = None

@@ -5,7 +5,7 @@
     python bench/bench.py --device cuda --data ../shared/data/cifar10-cat/train/cat
 
 At the homework's settings (batch 32, 32x32 RGB, --unet_dim 16, --unet_dim_mults 1 2 4 8, T = 50) it
-measures, for our trainer (trainer.Trainer, built from main.py's flags exactly as main.py builds it):
+measures, for our trainer (main.build_trainer: the Trainer main.py builds from these flags):
 
   train steps/s   whole optimizer steps: data, forward, backward, gradient clipping, Adam, EMA.
                   All speed levers off, each lever on its own, all of them, and main.py's defaults.
@@ -143,17 +143,17 @@ def loop(step):
 
 
 def run_ours(case: dict) -> dict:
-    from trainer import Trainer
+    import main
     from unet import count_parameters
 
     folder = Path(case["data"])
     flags = ["--device", case["device"], "--data_path", str(folder.parent), "--data_class", folder.name,
              "--save_folder", case["tmp"], "--sample_batch_size", str(case["sample_batch"]), "--seed", "0",
              *case["flags"]]
-    trainer = Trainer.from_flags(flags)
+    trainer = main.build_trainer(main.parse_args(flags))
     try:
         out = measure(case, trainer.device, loop(trainer.train_step), trainer.next_batch, trainer.sample)
-        out["params"] = count_parameters(trainer.diffusion.model)
+        out["params"] = count_parameters(trainer.model.model)
         return out
     finally:
         trainer.close()

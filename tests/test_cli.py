@@ -58,7 +58,7 @@ BAD_INPUT = [
     (["--save_folder", "{tmp}/notes.txt/results"], ["--save_folder", "not writable"]),
     (["--load_path", "{tmp}/missing.pt"], ["--load_path", "does not exist"]),
     (["--load_path", "{tmp}/notes.txt"], ["--load_path", "not a checkpoint"]),
-    (["--load_path", "{tmp}/other.pt"], ["--load_path", "not a checkpoint written by main.py"]),
+    (["--load_path", "{tmp}/other.pt"], ["--load_path", "not a checkpoint written by training"]),
     (["--fid_weights", "{tmp}/missing.pth", "--fid"], ["--fid_weights", "does not exist"]),
     (["--fid", "--fid_samples", "1"], ["--fid_samples", "at least 2"]),
     (["--ema_decay", "1.5"], ["--ema_decay"]),

@@ -60,9 +60,9 @@ CHECK_RANKS = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
     import torch, torch.distributed as dist
-    from trainer import Trainer
+    import main
 
-    trainer = Trainer.from_flags(sys.argv[2:])
+    trainer = main.build_trainer(main.parse_args(sys.argv[2:]))
     assert dist.get_world_size() == 2 and trainer.world_size == 2
     batch = trainer.next_batch()
     assert batch.shape[0] == 4, batch.shape  # --batch_size 8 counts both processes
@@ -77,7 +77,7 @@ CHECK_RANKS = textwrap.dedent("""
     for _ in range(3):
         loss = trainer.train_step()
     # Different data on each rank, yet the same weights: the gradients were averaged.
-    weights = torch.cat([p.detach().flatten() for p in trainer.diffusion.parameters()])
+    weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     gathered = [torch.empty_like(weights) for _ in range(2)]
     dist.all_gather(gathered, weights)
     assert torch.equal(gathered[0], gathered[1])

@@ -138,8 +138,8 @@ def trainer_with_weights_on_the_meta_device() -> Trainer:
 
     The EMA wrapper itself is not moved (as in the trainer), so its counter stays on the CPU.
     """
-    trainer = Trainer(main.parse_args([*TINY, "--device", "cpu"]))
-    trainer.diffusion.to("meta")
+    trainer = main.build_trainer(main.parse_args([*TINY, "--device", "cpu"]))
+    trainer.model.to("meta")
     trainer.ema.module.to("meta")
     return trainer
 
@@ -147,10 +147,10 @@ def trainer_with_weights_on_the_meta_device() -> Trainer:
 def test_the_recorder_catches_the_sync_in_torchs_averaged_model():
     """The check below can fail: torch's own update moves its counter to the device every call."""
     trainer = trainer_with_weights_on_the_meta_device()
-    ema = AveragedModel(trainer.diffusion, use_buffers=True)
-    ema.update_parameters(trainer.diffusion)  # the first call copies
+    ema = AveragedModel(trainer.model, use_buffers=True)
+    ema.update_parameters(trainer.model)  # the first call copies
     with DeviceTraffic() as traffic:
-        ema.update_parameters(trainer.diffusion)
+        ema.update_parameters(trainer.model)
     assert any("_to_copy" in c and "cpu" in c and "meta" in c for c in traffic.crossings), traffic.crossings
     trainer.close()
 
@@ -171,7 +171,7 @@ def test_train_step_calls_the_sync_free_ema_update(monkeypatch):
     monkeypatch.setattr(Trainer, "update_ema", lambda self: calls.append(self.step))
     monkeypatch.setattr(AveragedModel, "update_parameters",
                         lambda *a, **k: pytest.fail("train_step must not call AveragedModel.update_parameters"))
-    trainer = Trainer(main.parse_args([*TINY, "--device", "cpu"]))
+    trainer = main.build_trainer(main.parse_args([*TINY, "--device", "cpu"]))
     trainer.train_step()
     trainer.train_step()
     assert calls == [0, 1]
@@ -180,13 +180,13 @@ def test_train_step_calls_the_sync_free_ema_update(monkeypatch):
 
 def test_old_checkpoints_ema_still_loads(tmp_path):
     """A checkpoint whose `ema` came from AveragedModel.update_parameters loads and resumes."""
-    trainer = Trainer(main.parse_args([*TINY, "--device", "cpu", "--save_folder", str(tmp_path)]))
+    trainer = main.build_trainer(main.parse_args([*TINY, "--device", "cpu", "--save_folder", str(tmp_path)]))
     trainer.train_step()
-    trainer.ema.update_parameters(trainer.diffusion)  # torch's own update, as older versions did
+    trainer.ema.update_parameters(trainer.model)  # torch's own update, as older versions did
     trainer.save_checkpoint()
     saved = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
     trainer.close()
-    resumed = Trainer(main.parse_args([*TINY, "--device", "cpu", "--load_path", str(tmp_path / "model.pt")]))
+    resumed = main.build_trainer(main.parse_args([*TINY, "--device", "cpu", "--load_path", str(tmp_path / "model.pt")]))
     for name, value in saved.items():
         assert torch.equal(resumed.ema.state_dict()[name], value), name
     resumed.train_step()
@@ -198,22 +198,22 @@ def test_old_checkpoints_ema_still_loads(tmp_path):
 
 def test_fp16_autocast_with_a_gradient_scaler_on_the_cpu():
     """The T4's path (fp16 autocast + GradScaler) through the same train_step, on the CPU."""
-    trainer = Trainer(main.parse_args(SMALL))
+    trainer = main.build_trainer(main.parse_args(SMALL))
     trainer.amp_dtype = torch.float16  # what --amp auto picks on a T4
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
     seen = []
-    real_forward = trainer.train_model.forward
-    trainer.train_model.forward = lambda x_0: seen.append(torch.get_autocast_dtype("cpu")) or real_forward(x_0)
-    before = [p.detach().clone() for p in trainer.diffusion.parameters()]
+    real_forward = trainer.wrapped_model.forward
+    trainer.wrapped_model.forward = lambda x_0: seen.append(torch.get_autocast_dtype("cpu")) or real_forward(x_0)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
     loss = trainer.train_step()  # scale 2^127: the scaled gradients overflow, so the step is skipped
     assert seen == [torch.float16] and torch.isfinite(loss)
     assert trainer.scaler.get_scale() == 2.0**126
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.diffusion.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     for _ in range(2):
         assert torch.isfinite(trainer.train_step())
     assert trainer.scaler.get_scale() == 1024.0  # no overflow: the scale stays
-    assert not all(torch.equal(a, b) for a, b in zip(before, trainer.diffusion.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     images = trainer.sample(4)  # sampling under fp16 autocast returns float32 images in [0, 1]
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
     trainer.close()
@@ -231,11 +231,11 @@ def test_torch_compile_traces_the_training_step(monkeypatch):
 
     monkeypatch.setattr(trainer_module.torch, "compile", compile_with_aot_eager)
     torch._dynamo.reset()
-    trainer = Trainer(main.parse_args([*SMALL, "--compile"]))
+    trainer = main.build_trainer(main.parse_args([*SMALL, "--compile"]))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a --compile fallback warns and trains eagerly
         losses = [trainer.train_step() for _ in range(2)]
-    assert compiled == [trainer.diffusion] and trainer.train_model is not trainer.diffusion
+    assert compiled == [trainer.model] and trainer.wrapped_model is not trainer.model
     assert all(torch.isfinite(loss) for loss in losses) and trainer.step == 2
     counters = torch._dynamo.utils.counters
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo really captured a graph
@@ -247,7 +247,7 @@ def test_torch_compile_traces_the_training_step(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: none in this run")
 def test_train_step_never_syncs_on_cuda():
-    trainer = Trainer(main.parse_args([*TINY, "--device", "cuda"]))
+    trainer = main.build_trainer(main.parse_args([*TINY, "--device", "cuda"]))
     trainer.train_step()  # the first step may sync (cuDNN autotuning, allocator)
     trainer.train_step()
     trainer.synchronize()

@@ -4,6 +4,7 @@ EMA, NaN stop, interrupted saves, Ctrl-C, the speed flags' fallbacks and wandb o
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ sys.path.insert(0, str(REPO))
 import main  # noqa: E402
 import trainer as trainer_module  # noqa: E402
 import utils  # noqa: E402
-from trainer import Trainer  # noqa: E402
+from trainer import FitResult, Status, TrainConfig, Trainer  # noqa: E402
 
 TINY = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "5", "--batch_size", "8",
         "--demo_images", "64", "--num_samples", "4", "--sample_batch_size", "8", "--log_every", "1"]
@@ -65,11 +66,11 @@ def test_train_writes_checkpoints_samples_and_the_denoising_strip(tmp_path, caps
 def test_resume_restores_step_weights_optimizer_and_ema(tmp_path, capsys):
     assert run(tmp_path, "--train_steps", "3", "--save_and_sample_every", "3") == 0
     saved = load(tmp_path / "model.pt")
-    trainer = Trainer(main.parse_args([*TINY, "--train_steps", "5", "--load_path", str(tmp_path / "model.pt")]))
+    trainer = main.build_trainer(main.parse_args([*TINY, "--train_steps", "5", "--load_path", str(tmp_path / "model.pt")]))
     assert "resuming from step 3" in capsys.readouterr().out
     assert trainer.step == 3
     for name, value in saved["model"].items():
-        assert torch.equal(trainer.diffusion.state_dict()[name], value), name
+        assert torch.equal(trainer.model.state_dict()[name], value), name
     for name, value in saved["ema"].items():
         assert torch.equal(trainer.ema.state_dict()[name].cpu(), value), name
     optimizer_state = trainer.optimizer.state_dict()["state"]
@@ -98,20 +99,20 @@ def test_resume_with_another_architecture_is_a_clear_error(tmp_path, capsys):
 
 
 def test_ema_update_follows_the_warm_up_decay_and_samples_come_from_it():
-    trainer = Trainer(main.parse_args([*TINY, "--ema_decay", "0.99"]))
+    trainer = main.build_trainer(main.parse_args([*TINY, "--ema_decay", "0.99"]))
     loss = trainer.train_step()
     assert loss.dim() == 0 and not loss.requires_grad and torch.isfinite(loss)
-    for ema, model in zip(trainer.ema.module.parameters(), trainer.diffusion.parameters()):
+    for ema, model in zip(trainer.ema.module.parameters(), trainer.model.parameters()):
         assert torch.equal(ema, model)  # the first update copies the weights
     before = [p.detach().clone() for p in trainer.ema.module.parameters()]
     trainer.train_step()
     # The second update (step 1) has decay min(0.99, (1 + 1) / (10 + 1)) = 2/11: a fast start.
-    for old, ema, new in zip(before, trainer.ema.module.parameters(), trainer.diffusion.parameters()):
+    for old, ema, new in zip(before, trainer.ema.module.parameters(), trainer.model.parameters()):
         torch.testing.assert_close(ema, 2 / 11 * old + 9 / 11 * new.detach())
     for _ in range(3):
         trainer.train_step()
     with torch.no_grad():  # ruin the trained weights: sampling must not use them
-        for p in trainer.diffusion.parameters():
+        for p in trainer.model.parameters():
             p.fill_(float("nan"))
     images = trainer.sample(10)
     assert images.shape == (10, 3, 32, 32) and torch.isfinite(images).all()
@@ -128,7 +129,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, mon
         loss = real_step(self)
         if self.step == 3:
             with torch.no_grad():
-                next(self.diffusion.parameters()).fill_(float("nan"))
+                next(self.model.parameters()).fill_(float("nan"))
         return loss
 
     monkeypatch.setattr(Trainer, "train_step", step_then_break_at_3)
@@ -142,7 +143,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, mon
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
-    trainer = Trainer(main.parse_args([*TINY, "--save_folder", str(tmp_path)]))
+    trainer = main.build_trainer(main.parse_args([*TINY, "--save_folder", str(tmp_path)]))
     trainer.train_step()
     trainer.save_checkpoint()
     trainer.train_step()
@@ -192,7 +193,7 @@ def test_speed_flags_fall_back_with_warnings_on_the_cpu(tmp_path, monkeypatch):
     args = main.parse_args([*TINY, "--amp", "fp16", "--compile", "--no-data_on_device", "--no-channels_last",
                             "--save_folder", str(tmp_path)])
     with pytest.warns(UserWarning) as caught:
-        trainer = Trainer(args)
+        trainer = main.build_trainer(args)
         losses = [trainer.train_step() for _ in range(2)]
     messages = " ".join(str(w.message) for w in caught)
     assert "--amp fp16" in messages and "--compile" in messages
@@ -209,3 +210,17 @@ def test_wandb_logs_offline_without_a_login(tmp_path, monkeypatch, capsys):
     assert run(tmp_path, "--train_steps", "2", "--save_and_sample_every", "2", "--wandb") == 0
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+def test_trainer_runs_without_the_command_line_and_returns_how_fit_ended(tmp_path, capsys):
+    imported = subprocess.run([sys.executable, "-c", "import sys, trainer; print('main' in sys.modules)"],
+                              cwd=REPO, capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"  # trainer.py never imports main.py
+    config = TrainConfig(unet_dim=8, unet_dim_mults=[1, 2], time_steps=5, batch_size=8, demo_images=64,
+                         num_samples=4, sample_batch_size=8, log_every=1, train_steps=2, save_folder=str(tmp_path))
+    trainer = Trainer(config)
+    result = trainer.fit()
+    trainer.close()
+    assert result == FitResult(Status.DONE, step=2, checkpoint=tmp_path / "model.pt")
+    captured = capsys.readouterr()
+    assert "main.py" not in captured.out + captured.err
