@@ -1,22 +1,32 @@
-"""The GPU-only paths, checked on a CPU: the GPU architecture check, FID's packages, a sync-free
-EMA update, fp16 autocast with a gradient scaler and torch.compile. The CUDA-only check at the end
-runs only where a GPU is present (it says so when skipped)."""
+"""Ready for the GPU, checked on a CPU: the check of the model before training, --eval_only, the GPU
+architecture check, FID's packages, a sync-free EMA update, retried writes, and CPU stand-ins of
+the GPU paths (fp16 autocast with a gradient scaler, torch.compile). The meta device stands in for
+the GPU where a tensor's device matters. The CUDA-only check at the end runs only where a GPU is
+present (and says so when skipped)."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import shutil
+import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import diffusion
 import main
 import trainer as trainer_module
 import utils
 from trainer import Trainer
 from utils import UserError
+
+REPO = Path(__file__).resolve().parent.parent
 
 TINY = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "5", "--batch_size", "8",
         "--demo_images", "64", "--num_samples", "4", "--sample_batch_size", "8", "--log_every", "1"]
@@ -47,7 +57,9 @@ def no_wandb(monkeypatch):
     ((6, 0), ["sm_50", "sm_60", "sm_70"], "Tesla P100-PCIE-16GB", True),  # torch <= 2.7 wheels
 ])
 def test_gpu_architecture_check(capability, arch_list, name, runs):
-    check = lambda: utils.check_gpu_supported(torch.device("cuda", 0), capability, arch_list, name)  # noqa: E731
+    def check():
+        utils.check_gpu_supported(torch.device("cuda", 0), capability, arch_list, name)
+
     if runs:
         check()
         return
@@ -263,6 +275,12 @@ def test_train_step_never_syncs_on_cuda():
 
 # ------------------------------------------------------------------ item 8: flaky disks
 
+def error_lines(stderr: str) -> list[str]:
+    """stderr without the progress bar; no traceback allowed."""
+    assert "Traceback" not in stderr
+    return [line for line in stderr.splitlines() if line.startswith("error")]
+
+
 def test_a_failed_write_is_retried_with_growing_waits(monkeypatch, tmp_path):
     waits, calls = [], []
     monkeypatch.setattr(utils.time, "sleep", waits.append)
@@ -281,3 +299,208 @@ def test_a_failed_write_is_retried_with_growing_waits(monkeypatch, tmp_path):
                                  tmp_path / "model.pt", tries=4, first_wait=1.0)
     assert waits == [1.0, 2.0, 4.0]
     assert str(caught.value) == f"cannot write {tmp_path / 'model.pt'} (No space left on device), tried 4 times over 7 s"
+
+
+def test_a_failing_checkpoint_write_is_retried_then_stops_in_one_line_keeping_the_last_good_one(tmp_path, monkeypatch,
+                                                                                               capsys):
+    waits, real_save = [], utils.atomic_torch_save
+    monkeypatch.setattr(utils.time, "sleep", waits.append)
+
+    def drive_drops_after_step_2(obj, path):
+        if obj.get("step", 0) > 2:
+            raise OSError(107, "Transport endpoint is not connected")
+        real_save(obj, path)
+
+    monkeypatch.setattr(utils, "atomic_torch_save", drive_drops_after_step_2)
+    code = main.main([*TINY, "--save_folder", str(tmp_path), "--train_steps", "8", "--save_and_sample_every", "2"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 1 and waits == [2.0, 4.0]
+    assert len(err) == 1 and err[0].startswith(f"error: cannot write {tmp_path / 'model.pt'} (Transport endpoint is "
+                                               "not connected), tried 3 times over 6 s; the checkpoint of step 2 is kept")
+    assert "stopped at step 4: when the folder is writable again, resume with python main.py" in err[0]
+    assert err[0].endswith(f"--load_path {tmp_path / 'model.pt'}")
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["step"] == 2
+    assert not (tmp_path / "sample-4.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv", "model.pt", "sample-2.png"]  # no temp files
+
+
+def test_a_failing_log_write_is_reported_the_same_way(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(utils.time, "sleep", lambda seconds: None)
+    real_open = open
+
+    def full_disk(path, *args, **kwargs):
+        if str(path).endswith("log.csv"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    code = main.main([*TINY, "--save_folder", str(tmp_path), "--train_steps", "4", "--save_and_sample_every", "1"])
+    monkeypatch.undo()
+    err = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith(f"error: cannot write {tmp_path / 'log.csv'} (No space left on device), tried 3 times")
+    assert "the checkpoint of step 1 is kept; stopped at step 1" in err[0]
+
+
+# ------------------------------------------------------------------ item 2: the check before training
+
+@pytest.fixture
+def meta_trainer():
+    """A tiny trainer on the meta device: a tensor created on the CPU next to it fails as on a GPU."""
+    trainer = main.build_trainer(main.parse_args([*TINY, "--device", "meta"]))
+    yield trainer
+    trainer.close()
+
+
+def forward_without_device(self, x_0, noise=None):
+    t = torch.randint(0, self.num_timesteps, (x_0.shape[0],))  # the mistake: no device=x_0.device
+    noise = self.noise_like(x_0.shape, x_0.device) if noise is None else noise
+    return self.p_losses(x_0, t, noise)
+
+
+def p_sample_loop_without_device(self, img):
+    for t_index in reversed(range(self.num_timesteps)):
+        t = torch.full((img.shape[0],), t_index, dtype=torch.long)  # the mistake: no device=img.device
+        img = self.p_sample(img, t, t_index)
+    return img
+
+
+def sample_on_the_cpu(self, batch_size):
+    x_T = self.noise_like((batch_size, self.channels, self.image_size, self.image_size), "cpu")  # the mistake
+    return (self.p_sample_loop(x_T) + 1) / 2
+
+
+@pytest.mark.parametrize("name, mistake, function", [
+    ("forward", forward_without_device, "forward"),
+    ("p_sample_loop", p_sample_loop_without_device, "sample"),
+    ("sample", sample_on_the_cpu, "sample"),
+])
+def test_the_check_before_training_names_the_function_that_mixes_devices(meta_trainer, monkeypatch, name, mistake,
+                                                                          function):
+    meta_trainer.check_model()  # the correct code passes on the "GPU"
+    monkeypatch.setattr(diffusion.GaussianDiffusion, name, mistake)
+    with pytest.raises(UserError) as caught:
+        meta_trainer.check_model()
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"`{function}` fails on meta before training: RuntimeError: ")
+    assert "device" in message and "device=x.device" in message
+
+
+def test_the_check_before_training_catches_a_loss_that_is_not_a_scalar(monkeypatch, tmp_path, capsys):
+    def per_pixel_loss(self, x_0, t, noise):
+        return (noise - self.model(self.q_sample(x_0, t, noise), t)).abs()  # the mistake: no mean
+
+    monkeypatch.setattr(diffusion.GaussianDiffusion, "p_losses", per_pixel_loss)
+    code = main.main([*TINY, "--save_folder", str(tmp_path), "--train_steps", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0] == ("error: forward returned [2, 3, 32, 32] for a batch [2, 3, 32, 32]; the loss must be a scalar "
+                      "(0-dim) tensor: average over the batch and the pixels")
+    assert not (tmp_path / "log.csv").exists() and not (tmp_path / "model.pt").exists()
+
+
+def test_the_check_before_training_catches_samples_of_the_wrong_shape(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(diffusion.GaussianDiffusion, "p_sample_loop", lambda self, img: img[:, :, ::2, ::2])
+    code = main.main([*TINY, "--save_folder", str(tmp_path), "--train_steps", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["error: sample(2) returned [2, 3, 16, 16]; expected images [2, 3, 32, 32]"]
+
+
+def test_the_check_before_training_leaves_no_trace():
+    trainer = main.build_trainer(main.parse_args([*TINY, "--device", "cpu"]))
+    rng, weights = torch.get_rng_state(), [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.check_model()
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in trainer.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters()))
+    assert trainer.step == 0 and int(trainer.ema.n_averaged) == 0
+    trainer.close()
+
+
+def test_python_main_py_with_a_device_mistake_stops_at_once_naming_forward(tmp_path):
+    """The real command line on a copy of the code whose diffusion.py forward draws t on the CPU."""
+    for name in ["diffusion.py", "unet.py", "trainer.py", "utils.py", "main.py"]:
+        shutil.copy(REPO / name, tmp_path / name)
+    source = (tmp_path / "diffusion.py").read_text()
+    correct = "(batch_size,), device=x_0.device, dtype=torch.long)"
+    assert correct in source
+    (tmp_path / "diffusion.py").write_text(source.replace(correct, "(batch_size,), dtype=torch.long)"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_PROJECT", None)
+    result = subprocess.run([sys.executable, "main.py", *TINY, "--device", "meta", "--train_steps", "1000",
+                             "--save_folder", str(tmp_path / "results")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=240, env=env)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1, result.stderr
+    assert err[0].startswith("error: `forward` fails on meta before training: RuntimeError:")
+    assert "via diffusion.py forward > p_losses" in err[0]
+    assert not (tmp_path / "results" / "log.csv").exists()
+
+
+# ------------------------------------------------------------------ item 6: --eval_only
+
+@pytest.fixture
+def small_fid(monkeypatch):
+    """FID with a small fixed feature extractor instead of Inception (no download)."""
+    class ColourFeatures(torch.nn.Module):  # uint8 [B, 3, H, W] -> [B, 6]: mean and spread of each channel
+        def forward(self, x):
+            x = x.float().flatten(2) / 255
+            return torch.cat([x.mean(2), x.std(2)], dim=1)
+
+    original = utils.make_fid_metric
+    monkeypatch.setattr(utils, "make_fid_metric", lambda weights_path=None, feature=None:
+                        original(feature=ColourFeatures()))
+
+
+def test_eval_only_writes_grids_and_fid_of_a_checkpoint_without_training(tmp_path, small_fid, capsys):
+    flags = [*TINY, "--save_folder", str(tmp_path), "--save_and_sample_every", "2"]
+    assert main.main([*flags, "--train_steps", "2"]) == 0
+    checkpoint = tmp_path / "model.pt"
+    before = checkpoint.read_bytes()
+    log = (tmp_path / "log.csv").read_text()
+    (tmp_path / "sample-2.png").unlink()
+    capsys.readouterr()
+    # --train_steps above the checkpoint's step: still no training (the notebooks' FID cell).
+    assert main.main([*flags, "--train_steps", "50", "--load_path", str(checkpoint), "--eval_only", "--fid",
+                      "--fid_samples", "16", "--visualize", "--visualize_samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluating the model at step 2 (no training)" in out and "| FID " in out
+    assert float(out.split("| FID ")[1].split()[0]) > 0
+    for name in ["sample-2.png", "denoising-2.png", "denoising-2.gif"]:
+        assert (tmp_path / name).is_file(), name
+    assert checkpoint.read_bytes() == before and (tmp_path / "log.csv").read_text() == log
+
+
+def test_eval_only_needs_a_checkpoint(capsys):
+    assert main.main([*TINY, "--eval_only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --eval_only needs --load_path: the model.pt to evaluate (e.g. --load_path results/model.pt)"]
+
+
+# ------------------------------------------------------------------ item 7: conservative defaults
+
+def test_channels_last_is_on_for_the_cpu_by_default_and_follows_the_flag():
+    for flags, expected in [([], True), (["--no-channels_last"], False), (["--channels_last"], True)]:
+        trainer = main.build_trainer(main.parse_args([*TINY, "--device", "cpu", *flags]))
+        assert trainer.channels_last is expected
+        assert f"channels_last {'on' if expected else 'off'}" in trainer.describe()
+        trainer.close()
+    assert main.parse_args([]).channels_last is None  # the default: decided by the device (off on CUDA)
+
+
+def test_processes_wait_hours_not_minutes_for_rank_0s_sampling_and_fid(monkeypatch):
+    seen = {}
+
+    class Started(Exception):
+        pass
+
+    def init_process_group(**kwargs):
+        seen.update(kwargs)
+        raise Started
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(trainer_module.dist, "init_process_group", init_process_group)
+    with pytest.raises(Started):
+        main.build_trainer(main.parse_args([*TINY, "--device", "cpu"]))
+    assert seen["backend"] == "gloo" and seen["timeout"] >= datetime.timedelta(hours=1)
