@@ -1,6 +1,7 @@
 """The provided noise-prediction network: a small multi-scale U-Net.
 
     x [B, C, H, W], t [B] long  ->  eps_hat [B, C, H, W]
+    x [B, C, H, W], t [B] long, y [B] long  ->  eps_hat [B, C, H, W]     (Part 2, num_classes=K)
 
 Layout for the defaults dim=16, dim_mults=(1, 2, 4, 8) on 32x32 images:
 
@@ -12,7 +13,10 @@ Layout for the defaults dim=16, dim_mults=(1, 2, 4, 8) on 32x32 images:
     middle   4x4       128         ResBlock, attention, ResBlock
     output  32x32        3         3x3 conv of the features  +  1x1 conv of x_t
 
-Every ResBlock is told the time step through a sinusoidal embedding. A 3x3
+Every ResBlock is told the time step through a sinusoidal embedding. With
+`num_classes=K` (Part 2) a learned embedding of the label y in 0..K (K is the null label,
+"no class") is added to that time embedding, so the label reaches every ResBlock the way
+the time step does. A 3x3
 convolution costs the same at every level (channels double as the area quarters),
 but its parameters grow 4x per level, so capacity sits at the coarse levels where it
 is cheap, and attention runs only at the two lowest resolutions (64 and 16 tokens
@@ -132,12 +136,19 @@ class Unet(nn.Module):
         dim: channels at the finest level; level i has dim * dim_mults[i].
         dim_mults: one multiplier per level; each level after the first halves H and W.
         channels: image channels in and out (3 for RGB, 1 for greyscale).
+        num_classes: None for Part 1's unconditional network (no extra parameters, so Part 1
+            checkpoints load unchanged). K for Part 2: forward then takes labels y in 0..K,
+            where K is the null label of classifier-free guidance.
 
     Input sizes must be divisible by 2 ** (len(dim_mults) - 1): 8 for the defaults.
     """
 
-    def __init__(self, dim: int = 16, dim_mults: tuple[int, ...] = (1, 2, 4, 8), channels: int = 3):
+    def __init__(self, dim: int = 16, dim_mults: tuple[int, ...] = (1, 2, 4, 8), channels: int = 3,
+                 num_classes: int | None = None):
         super().__init__()
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError(f"Unet: num_classes must be a positive int (or None for Part 1), got {num_classes!r}")
         dim_mults = tuple(dim_mults)
         if dim < 1 or not dim_mults or any(m < 1 for m in dim_mults):
             raise ValueError(f"Unet needs dim >= 1 and positive dim_mults, got dim={dim}, dim_mults={dim_mults}")
@@ -149,6 +160,12 @@ class Unet(nn.Module):
         time_dim = 4 * dim
         self.time_embed_dim = dim
         self.time_mlp = nn.Sequential(nn.Linear(dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        self.num_classes = num_classes
+        if num_classes is not None:
+            # K + 1 rows: labels 0..K-1 and the null label K. Zero at the start, so the untrained
+            # network is the unconditional one and each label learns its own offset from there.
+            self.label_emb = nn.Embedding(num_classes + 1, time_dim)
+            nn.init.zeros_(self.label_emb.weight)
 
         widths = [dim * m for m in dim_mults]
         self.init_conv = nn.Conv2d(channels, dim, 3, padding=1)
@@ -205,10 +222,38 @@ class Unet(nn.Module):
                 "or fewer levels"
             )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x: [B, C, H, W], t: [B] long time steps -> predicted noise [B, C, H, W]."""
+    def check_labels(self, y: torch.Tensor | None, batch_size: int) -> None:
+        """Raise a clear error for labels this network cannot take.
+
+        The range is checked only for labels on the CPU (free there); on a GPU it would cost a
+        synchronisation per call, so ConditionalGaussianDiffusion checks labels on the CPU first.
+        """
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("this Unet is unconditional (num_classes=None) but was given labels y: "
+                                 "build it with Unet(num_classes=K) for class-conditional training")
+            return
+        if y is None:
+            return
+        if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.shape != (batch_size,):
+            got = f"{y.dtype} {list(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"Unet expects labels y as a [B] = [{batch_size}] long tensor, got {got}")
+        if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+            raise ValueError(f"labels must lie in 0..{self.num_classes} ({self.num_classes} is the null label), "
+                             f"got {int(y.min())}..{int(y.max())}")
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, C, H, W], t: [B] long time steps, y: [B] long labels in 0..K or None -> eps_hat [B, C, H, W].
+
+        y is only for num_classes=K; None there means the null label K for every example.
+        """
         self.check_input(x)
+        self.check_labels(y, x.shape[0])
         time_emb = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim))
+        if self.num_classes is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
+            time_emb = time_emb + self.label_emb(y)
 
         h = self.init_conv(x)
         skips = []

@@ -28,8 +28,8 @@ import tempfile
 import time
 import urllib.request
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -161,7 +161,7 @@ def load_image_folder(folder: str | Path, image_size: int, max_unreadable_fracti
                 if saved["skipped"]:
                     warnings.warn(f"{folder}: skipped {len(saved['skipped'])} unreadable file(s): {', '.join(saved['skipped'][:5])}")
                 return saved["images"]
-        except Exception:  # a stale or damaged cache is rebuilt, never fatal
+        except Exception:  # noqa: BLE001 a stale or damaged cache is rebuilt, never fatal
             pass
 
     images, unreadable = [], []

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import main
+import utils
 
-import main  # noqa: E402
-import utils  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 HOMEWORK_FLAGS = ["--data_path", "--data_class", "--image_size", "--batch_size", "--time_steps", "--unet_dim",
                   "--unet_dim_mults", "--learning_rate", "--train_steps", "--save_and_sample_every", "--save_folder",

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import utils  # noqa: E402
-from utils import UserError  # noqa: E402
+import utils
+from utils import UserError
 
 
 def write_image(path: Path, size=(32, 32), colour=(200, 30, 30)) -> None:

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import main
 
-import main  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 TINY = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "3", "--batch_size", "8",

@@ -3,21 +3,15 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import main  # noqa: E402
-import utils  # noqa: E402
-from utils import UserError  # noqa: E402
+import main
+import utils
+from utils import UserError
 
 
 class SmallFeatures(nn.Module):

@@ -12,13 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import main
+import trainer as trainer_module
+import utils
+from trainer import FitResult, Status, TrainConfig, Trainer
 
-import main  # noqa: E402
-import trainer as trainer_module  # noqa: E402
-import utils  # noqa: E402
-from trainer import FitResult, Status, TrainConfig, Trainer  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 TINY = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "5", "--batch_size", "8",
         "--demo_images", "64", "--num_samples", "4", "--sample_batch_size", "8", "--log_every", "1"]

@@ -1,6 +1,16 @@
 """Build the student handout and the Gradescope autograder from the solution (instructors only).
 
-    python tools/make_handout.py OUT_DIR [--force] [--no-check]
+    python tools/make_handout.py OUT_DIR [--parts 1 2] [--force] [--no-check]
+
+Parts. diffusion.py holds every part of the homework, one class each (see PARTS below): Part 1 is
+GaussianDiffusion from the top of the file; Part N > 1 is the section that starts at its banner
+line `# Part N: ...` (with the `# ====` rule above it). --parts says which parts students write:
+- a part handed out: its solution blocks become TODOs, its test file and public reference ship;
+- an earlier part not handed out (Part 1 with `--parts 2`): its solution is PROVIDED, i.e. its code
+  stays in diffusion.py with only the BEGIN/END SOLUTION marker lines dropped, since a later part
+  builds on it (ConditionalGaussianDiffusion inherits q_sample from Part 1);
+- a later part not handed out (Part 2 with `--parts 1`): its section, test file and references are
+  left out entirely, so that it can be handed out later without its solution having leaked.
 
 Writes
     OUT_DIR/handout/         the students' tree: diffusion.py with every BEGIN/END SOLUTION block
@@ -20,6 +30,7 @@ must give the solution full marks and the stub zero for each function. --no-chec
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import json
 import os
@@ -30,6 +41,7 @@ import sys
 import tempfile
 import textwrap
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +50,26 @@ sys.path.insert(0, str(AUTOGRADER_SOURCE))
 
 import grade  # noqa: E402  (points, and how a test maps to its function)
 
+# ---- the parts of the homework ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    cls: str  # the class in diffusion.py whose solution blocks are this part's
+    tests: str  # the students' test file; its FUNCTIONS tuple names the functions it checks
+    public: str  # the public reference, shipped with the handout
+    hidden: str  # the hidden reference, for the autograder only
+
+
+PARTS = {
+    1: Part(1, "GaussianDiffusion", "test_diffusion.py", "data/reference/public.pt", "tools/reference/hidden.pt"),
+    2: Part(2, "ConditionalGaussianDiffusion", "test_conditional.py", "data/reference/public_conditional.pt",
+            "tools/reference/hidden_conditional.pt"),
+}
+DEFAULT_PARTS = (1,)
+PART_BANNER = re.compile(r"^# Part (\d+):")
+
 # ---- what a student gets, in one place --------------------------------------------------------
 # Files git tracks (or new files it does not ignore): top-level files matching HANDOUT_TOP_LEVEL,
 # everything under HANDOUT_DIRS, never anything under NEVER_DIRS or named like NEVER_NAMES.
@@ -45,7 +77,7 @@ HANDOUT_TOP_LEVEL = ("*.py", "*.ipynb", "README.md", "LICENSE*", "requirements.t
 HANDOUT_DIRS = ("data",)
 NEVER_DIRS = ("tools", "tests", "bench", ".ci", ".git")
 NEVER_NAMES = ("*hidden*", "*.pyc", ".diffusion_cache*")
-REQUIRED = ("diffusion.py", "test_diffusion.py", "unet.py", "requirements.txt", "data/reference/public.pt")
+REQUIRED = ("diffusion.py", "unet.py", "requirements.txt")  # and each handed-out part's tests and public reference
 EXPECTED = ("trainer.py", "utils.py", "main.py", "run_in_colab.ipynb", "run_in_kaggle.ipynb", "README.md")
 HIDDEN_REFERENCE = ROOT / "tools" / "reference" / "hidden.pt"
 AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "pytest_results.py", "requirements.txt")
@@ -56,7 +88,8 @@ MIN_LEAK_CHARS = 30
 INSTRUCTOR_ONLY = re.compile(r"^<!-- instructor-only -->$.*?^<!-- /instructor-only -->\n?", re.S | re.M)
 # ----------------------------------------------------------------------------------------------
 
-TODO = {
+TODO = {  # per part, per function
+  1: {
     "q_sample": "Algorithm 1's jump to step t: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, with `extract`.",
     "p_losses": "make x_t with q_sample, predict its noise with self.model(x_t, t), return the mean L1 error.",
     "forward": "draw t ~ Uniform{0..T-1} per example on x_0's device, noise with self.noise_like if None, "
@@ -65,6 +98,19 @@ TODO = {
                 "add sqrt(variance) * self.noise_like(...) unless t_index == 0.",
     "p_sample_loop": "Algorithm 2: for t_index = T-1 down to 0, x = self.p_sample(x, t, t_index), t a [B] long tensor.",
     "sample": "x_T = self.noise_like((B, C, H, W), self.device), run p_sample_loop, map [-1, 1] to [0, 1].",
+  },
+  2: {
+    "drop_labels": "u = self.uniform_like(y.shape, y.device); the null label self.null_label where u < p_uncond.",
+    "p_losses": "as in Part 1, but the network is self.model(x_t, t, y).",
+    "forward": "as in Part 1 (t, noise), then p_losses with the labels from self.drop_labels(y).",
+    "guided_noise": "one network call on the batch of 2B (x and t twice; y, then null labels); "
+                    "eps_bar = (1 + w) eps_cond - w eps_uncond.",
+    "threshold": "none: unchanged; static: clamp to [-1, 1]; dynamic: per example s = max(1, quantile of |x0_hat|), "
+                 "clamp to [-s, s], divide by s.",
+    "p_sample": "Part 1's step with eps from self.guided_noise and x0-hat through self.threshold instead of the clamp.",
+    "p_sample_loop": "Part 1's loop, passing y, w and threshold to every p_sample.",
+    "sample": "x_T = self.noise_like((len(y), C, H, W), self.device), run p_sample_loop, map to [0, 1].",
+  },
 }
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 TEXT_SUFFIXES = {".py", ".ipynb", ".md", ".txt", ".ini", ".cfg", ".toml", ".json", ".yaml", ".yml", ".sh", ""}
@@ -90,17 +136,20 @@ def repo_files(root: Path) -> list[str]:
                   if p.is_file() and not skip & set(p.relative_to(root).parts))
 
 
-def handout_files(root: Path) -> list[str]:
+def handout_files(root: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> list[str]:
+    """The files of the handout of `parts`: a part's test file and references ship only with it."""
     chosen = []
+    other_parts = {f for n, p in PARTS.items() if n not in parts for f in (p.tests, p.public, p.hidden)}
     for path in repo_files(root):
-        parts = path.split("/")
-        if parts[0] in NEVER_DIRS or any(fnmatch.fnmatch(parts[-1], n) for n in NEVER_NAMES):
+        pieces = path.split("/")
+        if pieces[0] in NEVER_DIRS or any(fnmatch.fnmatch(pieces[-1], n) for n in NEVER_NAMES) or path in other_parts:
             continue
-        if (len(parts) == 1 and any(fnmatch.fnmatch(path, g) for g in HANDOUT_TOP_LEVEL)) or parts[0] in HANDOUT_DIRS:
+        if (len(pieces) == 1 and any(fnmatch.fnmatch(path, g) for g in HANDOUT_TOP_LEVEL)) or pieces[0] in HANDOUT_DIRS:
             chosen.append(path)
-    missing = [f for f in REQUIRED if f not in chosen]
+    required = REQUIRED + tuple(f for n in parts for f in (PARTS[n].tests, PARTS[n].public))
+    missing = [f for f in dict.fromkeys(required) if f not in chosen]
     if missing:
-        hint = " (run python tools/make_reference.py)" if "data/reference/public.pt" in missing else ""
+        hint = " (run python tools/make_reference.py)" if any(f.startswith("data/reference/") for f in missing) else ""
         raise HandoutError(f"missing from the repository: {', '.join(missing)}{hint}")
     for name in EXPECTED:
         if name not in chosen:
@@ -108,26 +157,65 @@ def handout_files(root: Path) -> list[str]:
     return chosen
 
 
-def stub_solution(source: str) -> tuple[str, dict[str, list[str]]]:
-    """diffusion.py with each solution block replaced by a TODO and a raise; and the removed lines per function."""
-    out, removed, function, block = [], {}, None, None
-    for number, line in enumerate(source.splitlines(keepends=True), 1):
+def part_functions(root: Path, part: Part) -> tuple[str, ...]:
+    """The functions a part's test file checks (its FUNCTIONS tuple), read without importing it."""
+    path = root / part.tests
+    if not path.is_file():
+        raise HandoutError(f"Part {part.number}'s test file {part.tests} is not in the repository: "
+                           f"hand out other parts (--parts), or add it")
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FUNCTIONS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise HandoutError(f"{part.tests} has no FUNCTIONS tuple naming the functions it checks")
+
+
+def stub_solution(source: str, parts: tuple[int, ...] = DEFAULT_PARTS,
+                  functions: dict[int, tuple[str, ...]] | None = None) -> tuple[str, dict, dict]:
+    """diffusion.py as the handout of `parts` has it (see the module docstring).
+
+    Returns the stub, the removed solution lines {(part, function): lines} and the solution lines
+    kept as provided code {(part, function): lines}. `functions` ({part: names}) are the functions
+    each handed-out part must have a solution block for (default: whatever the blocks are in).
+    """
+    part_of_class = {p.cls: p.number for p in PARTS.values()}
+    out, removed, provided = [], {}, {}
+    part, function, block, cut = 1, None, None, False
+    lines = source.splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
+        banner = PART_BANNER.match(line)
+        if banner and block is None:
+            part = int(banner.group(1))
+            cut = part > max(parts)
+            if cut and out and out[-1].startswith("# ===="):  # the rule above the banner goes too
+                out.pop()
+                while out and not out[-1].strip():
+                    out.pop()
+        if cut:
+            continue
         match = re.match(r"\s*def (\w+)\(", line)
         if match and block is None:
             function = match.group(1)
+        match = re.match(r"class (\w+)\b", line)
+        if match and block is None:
+            part = part_of_class.get(match.group(1), part)
+            function = None
         if line.strip() == BEGIN:
             if block is not None:
                 raise HandoutError(f"diffusion.py line {number}: {BEGIN} inside another solution block")
-            if function is None or function in removed:
+            if function is None or (part, function) in removed or (part, function) in provided:
                 raise HandoutError(f"diffusion.py line {number}: {BEGIN} outside a function, or twice in {function}")
             block, indent = [], line[: len(line) - len(line.lstrip())]
         elif line.strip() == END:
             if block is None:
                 raise HandoutError(f"diffusion.py line {number}: {END} without {BEGIN}")
-            removed[function] = block
-            hint = f"TODO ({function}): " + TODO.get(function, "see the docstring above.")
-            out += [f"{indent}# {part}\n" for part in textwrap.wrap(hint, 96 - len(indent), subsequent_indent="  ")]
-            out.append(f'{indent}raise NotImplementedError("{function}: not implemented yet")\n')
+            if part in parts:
+                removed[(part, function)] = block
+                hint = f"TODO ({function}): " + TODO.get(part, {}).get(function, "see the docstring above.")
+                out += [f"{indent}# {piece}\n" for piece in textwrap.wrap(hint, 96 - len(indent), subsequent_indent="  ")]
+                out.append(f'{indent}raise NotImplementedError("{function}: not implemented yet")\n')
+            else:  # an earlier part's solution, provided
+                provided[(part, function)] = block
+                out += block
             block = None
         elif block is not None:
             block.append(line)
@@ -135,18 +223,29 @@ def stub_solution(source: str) -> tuple[str, dict[str, list[str]]]:
             out.append(line)
     if block is not None:
         raise HandoutError(f"diffusion.py: {BEGIN} in {function} has no {END}")
-    if set(removed) != set(grade.POINTS):
-        raise HandoutError(f"diffusion.py has solution blocks in {sorted(removed)}; the tests and the autograder "
-                           f"grade {sorted(grade.POINTS)}")
+    while out and not out[-1].strip():
+        out.pop()
+    for number in parts:
+        found = sorted(f for p, f in removed if p == number)
+        if not found:
+            raise HandoutError(f"diffusion.py has no solution blocks for Part {number} (class {PARTS[number].cls})")
+        if functions and number in functions and set(found) != set(functions[number]):
+            raise HandoutError(f"diffusion.py has Part {number} solution blocks in {found}; its tests "
+                               f"({PARTS[number].tests}) check {sorted(functions[number])}")
     stub = "".join(out)
     compile(stub, "diffusion.py", "exec")
-    return stub, removed
+    return stub, removed, provided
 
 
-def check_no_leak(handout: Path, removed: dict[str, list[str]]) -> None:
-    """Refuse if a solution line is in the handout: any of them in diffusion.py, long ones anywhere."""
-    solution = {line.strip(): function for function, lines in removed.items() for line in lines
-                if re.search(r"\w", line) and not line.strip().startswith("#")}  # not comments, not a lone `)`
+def check_no_leak(handout: Path, secret: dict[tuple[int, str], list[str]], provided: set[str] = frozenset()) -> None:
+    """Refuse if a solution line is in the handout: any of them in diffusion.py, long ones anywhere.
+
+    `secret` holds the solution blocks of every part that is handed out or left out; lines also in
+    `provided` (an earlier part's solution, shipped on purpose) are not secrets.
+    """
+    solution = {line.strip(): function for (_, function), lines in secret.items() for line in lines
+                if re.search(r"\w", line) and not line.strip().startswith("#")  # not comments, not a lone `)`
+                and line.strip() not in provided}
     stub_lines = {line.strip() for line in (handout / "diffusion.py").read_text().splitlines()}
     leaks = [(line, function, "diffusion.py") for line, function in solution.items() if line in stub_lines]
     long_lines = {line: f for line, f in solution.items() if len(line) >= MIN_LEAK_CHARS}
@@ -164,15 +263,20 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
-def build_handout(root: Path, out: Path) -> dict[str, list[str]]:
-    files = handout_files(root)
+def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
+    functions = {n: part_functions(root, PARTS[n]) for n in parts}
+    files = handout_files(root, parts)
     for name in files:
         _copy(root / name, out / name)
         if name.endswith(".md"):
             (out / name).write_text(INSTRUCTOR_ONLY.sub("", (root / name).read_text()))
-    stub, removed = stub_solution((root / "diffusion.py").read_text())
+    source = (root / "diffusion.py").read_text()
+    stub, removed, provided = stub_solution(source, parts, functions)
     (out / "diffusion.py").write_text(stub)
-    check_no_leak(out, removed)
+    present = tuple(n for n, p in PARTS.items() if re.search(rf"^class {p.cls}\b", source, re.M))
+    _, every_block, _ = stub_solution(source, present)
+    provided_lines = {line.strip() for lines in provided.values() for line in lines}
+    check_no_leak(out, {k: v for k, v in every_block.items() if k not in provided}, provided_lines)
     return removed
 
 
@@ -277,18 +381,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the student handout and the Gradescope autograder.")
     parser.add_argument("out_dir", type=Path, help="where to write handout/, autograder/ and autograder.zip")
     parser.add_argument("--force", action="store_true", help="replace handout/ and autograder/ if OUT_DIR has them")
+    parser.add_argument("--parts", type=int, nargs="+", default=list(DEFAULT_PARTS), metavar="N",
+                        help=f"the parts students write, of {sorted(PARTS)} (default: {' '.join(map(str, DEFAULT_PARTS))}); "
+                             "earlier parts not listed ship with their solution, later ones are left out")
     parser.add_argument("--no-check", action="store_true", help="skip the self-checks (the leak check always runs)")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # another repository (tests)
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--parts: there is no part {unknown[0]}; the parts are {' '.join(map(str, sorted(PARTS)))}")
     try:
-        build(args.root.resolve(), args.out_dir, args.force, check=not args.no_check)
+        build(args.root.resolve(), args.out_dir, args.force, check=not args.no_check, parts=tuple(sorted(set(args.parts))))
     except HandoutError as error:
         print(f"make_handout: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def build(root: Path, out_dir: Path, force: bool = False, check: bool = True) -> dict:
+def build(root: Path, out_dir: Path, force: bool = False, check: bool = True,
+          parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
     """Build into a staging folder inside out_dir, check, then move into place; the self-check report."""
     targets = [out_dir / "handout", out_dir / "autograder", out_dir / "autograder.zip"]
     existing = [t for t in targets if t.exists()]
@@ -298,7 +409,7 @@ def build(root: Path, out_dir: Path, force: bool = False, check: bool = True) ->
     staging = Path(tempfile.mkdtemp(prefix=".make_handout-", dir=out_dir))
     try:
         handout, autograder = staging / "handout", staging / "autograder"
-        build_handout(root, handout)
+        build_handout(root, handout, parts)
         build_autograder(root, handout, autograder, root / HIDDEN_REFERENCE.relative_to(ROOT))
         report = self_check(root, handout, autograder) if check else {}
         write_zip(autograder, staging / "autograder.zip")

@@ -34,8 +34,8 @@ import re
 import shutil
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
@@ -46,6 +46,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 import utils  # noqa: E402  (the repository's utils.py)
 from utils import CommandLineParser, UserError  # noqa: E402
+
 CLASSES = ("cat", "dog", "wild")
 # AFHQ v1 as linked from StarGAN v2's download.sh (github.com/clovaai/stargan-v2); dl=1 asks
 # Dropbox for the file itself rather than its preview page.
@@ -148,7 +149,7 @@ def download(url: str, raw_dir: Path) -> Path:
     print(f"downloading AFHQ from {url} (about 16,000 images; once) ...")
     try:
         download_url(url, str(raw_dir), filename=partial.name)
-    except Exception as err:  # urllib raises URLError, HTTPError, OSError, socket timeouts ...
+    except Exception as err:  # noqa: BLE001 urllib raises URLError, HTTPError, OSError, socket timeouts ...
         partial.unlink(missing_ok=True)
         reason = getattr(err, "reason", None) or err
         raise UserError(

@@ -37,6 +37,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 import utils  # noqa: E402  (the repository's utils.py)
 from utils import CommandLineParser, UserError  # noqa: E402
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCHES = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -76,7 +77,7 @@ def load(source: Path | None, raw: Path):
             print(f"unpacking {root} into {raw} ...")
             try:
                 extract_archive(str(root), str(raw))
-            except Exception as err:  # tarfile.ReadError, EOFError, OSError ...
+            except Exception as err:  # noqa: BLE001 tarfile.ReadError, EOFError, OSError ...
                 raise UserError(f"--source {root}: could not unpack it ({err})") from None
             root = raw
     try:
@@ -84,7 +85,7 @@ def load(source: Path | None, raw: Path):
     except RuntimeError as err:  # torchvision's "Dataset not found or corrupted" and md5 mismatches
         raise UserError(f"CIFAR-10 in {root / BATCHES}: {err}; delete it and run again, "
                            "or pass --source with a good copy") from None
-    except Exception as err:  # urllib's URLError, HTTPError, OSError, socket timeouts ...
+    except Exception as err:  # noqa: BLE001 urllib's URLError, HTTPError, OSError, socket timeouts ...
         reason = getattr(err, "reason", None) or err
         raise UserError(f"could not download CIFAR-10 ({reason}); without internet, pass --source "
                            f"PATH to a folder holding {BATCHES}/ or to {ARCHIVE}") from None
