@@ -390,12 +390,12 @@ class Trainer:
     # ------------------------------------------------------------------ the check before training
 
     def check_model(self) -> None:
-        """Compute the loss of 2 random images (with its backward) and sample 2 images, on the device.
+        """Compute the loss of 2 training images (with its backward) and sample 2 images, on the device.
 
         A tensor created on the wrong device or an output of the wrong shape then stops the run
         within seconds, as one line naming the function, instead of at the first step or at the
-        first sample grid an hour later. It leaves no trace: the random state, the data stream,
-        the gradients and the weights are as before.
+        first sample grid an hour later. The random state, the gradients and the weights are left
+        as they were (the data stream moves on by one batch).
 
         Raises:
             UserError: which function failed on which device, with the error and its line.
@@ -403,14 +403,12 @@ class Trainer:
         size = self.config.image_size
         expected = (2, 3, size, size)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            x_0 = torch.rand(expected, device=self.device) * 2 - 1
-            if self.channels_last:
-                x_0 = x_0.contiguous(memory_format=torch.channels_last)
+            batch = _first_rows(self.next_batch(), 2)  # a tensor, or a tuple such as (images, labels)
             wrapped, self.wrapped_model = self.wrapped_model, self.model  # no DDP collective, no compiling here
             try:
                 with _names_the_failure("forward", self.device):
                     with self._autocast():
-                        loss = self.compute_loss(x_0)
+                        loss = self.compute_loss(batch)
                     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
                         shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
                         raise UserError(f"forward returned {shape} for a batch {list(expected)}; the loss must be a "
@@ -672,6 +670,13 @@ class Trainer:
             self._wandb = None
         if self._owns_process_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _first_rows(batch, n: int):
+    """The first n examples of a batch: a tensor [B, ...] or a tuple of them."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_first_rows(part, n) for part in batch)
+    return batch[:n]
 
 
 @contextlib.contextmanager

@@ -406,7 +406,7 @@ def test_the_check_before_training_catches_samples_of_the_wrong_shape(monkeypatc
     assert code == 2 and err == ["error: sample(2) returned [2, 3, 16, 16]; expected images [2, 3, 32, 32]"]
 
 
-def test_the_check_before_training_leaves_no_trace():
+def test_the_check_before_training_leaves_the_random_state_and_the_weights_alone():
     trainer = main.build_trainer(main.parse_args([*TINY, "--device", "cpu"]))
     rng, weights = torch.get_rng_state(), [p.detach().clone() for p in trainer.model.parameters()]
     trainer.check_model()
