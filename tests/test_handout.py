@@ -6,8 +6,10 @@ implemented yet", the solution passes, the autograder gives full and zero marks)
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -47,13 +49,40 @@ def test_handout_holds_what_students_need_and_nothing_else(built):
         assert "__pycache__" not in path and ".pytest_cache" not in path, path  # self-checks left nothing behind
 
 
+STUDENT_SECTIONS = ("## Set-up", "## What you write", "## Checking your functions", "## Training",
+                    "## What to hand in", "## Troubleshooting")
+# Words that only instructor, CI or benchmark material uses: none may reach the student README.
+INSTRUCTOR_WORDS = ("instructor", "tools/", "tests/", "bench/", ".ci/", "SMOKE_TEST", "nbmake", "hidden.pt", "lucidrains")
+
+
 def test_readme_keeps_student_sections_and_drops_instructor_only_ones(built):
     out, _ = built
     source = (ROOT / "README.md").read_text()
     handout = (out / "handout" / "README.md").read_text()
-    assert "<!-- instructor-only -->" in source and "## Checking your functions" in source
-    assert "## Checking your functions" in handout and "## Quick start" in handout
-    assert "instructor-only" not in handout and "tools/make_handout.py" not in handout
+    assert "<!-- instructor-only -->" in source and "tools/make_handout.py" in source
+    assert [s for s in STUDENT_SECTIONS if s in handout] == list(STUDENT_SECTIONS)
+    assert [w for w in INSTRUCTOR_WORDS if w in handout.lower()] == []
+    assert len(handout.splitlines()) < 250, "a student reads the README in about ten minutes"
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in handout
+
+
+def test_readme_names_only_what_the_handout_has(built):
+    out, _ = built
+    handout = out / "handout"
+    text = (handout / "README.md").read_text()
+    links = [link for link in re.findall(r"\]\(([^)#]+)\)", text) if "://" not in link]
+    scripts = re.findall(r"python (\S+\.py)", text)
+    assert scripts, "found no commands at all: the pattern above is broken"
+    assert [path for path in links + scripts if not (handout / path).exists()] == []
+
+
+def test_handout_pytest_ini_names_only_what_the_handout_has(built):
+    out, _ = built
+    ini = configparser.ConfigParser()
+    ini.read(out / "handout" / "pytest.ini")
+    testpaths = ini["pytest"]["testpaths"].split()
+    assert "test_diffusion.py" in testpaths
+    assert [path for path in testpaths if not (out / "handout" / path).exists()] == []
 
 
 def test_stub_replaces_every_solution_block(built):
@@ -88,10 +117,12 @@ def test_self_checks_ran_and_results_follow_gradescope_format(built):
 def test_autograder_layout_and_zip(built):
     out, _ = built
     folder = out / "autograder"
-    for name in ("setup.sh", "run_autograder", "grade.py", "pytest_results.py", "requirements.txt",
-                 "test_diffusion.py", "reference/hidden.pt", "provided/unet.py"):
+    for name in ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "requirements.txt", "student_requirements.txt",
+                 "THREAT_MODEL.md", "grading.py", "test_diffusion.py", "data/reference/public.pt", "reference/hidden.pt",
+                 "provided/unet.py"):
         assert (folder / name).is_file(), name
     assert (folder / "test_diffusion.py").read_bytes() == (ROOT / "test_diffusion.py").read_bytes()
+    assert (folder / "student_requirements.txt").read_bytes() == (ROOT / "requirements.txt").read_bytes()
     with zipfile.ZipFile(out / "autograder.zip") as archive:
         names = sorted(archive.namelist())
         assert names == sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -143,13 +174,13 @@ def test_grading_policy_excuses_only_blamed_failures():
         return {"name": name, "outcome": "passed" if passed else "failed", "message": "" if passed else f"{name} bad",
                 "blame": list(blame)}
 
-    outcomes = {"tests": [
+    outcomes = [
         test("test_p_sample[a]", False), test("test_p_sample[b]", True),
         test("test_p_sample_loop_steps[a]", True), test("test_p_sample_loop[a]", False, ["p_sample"]),
         test("test_sample_calls[a]", False), test("test_sample[a]", False, ["p_sample_loop", "p_sample"]),
         test("test_q_sample[a]", False, ["forward"]),  # blame on a function that passes: still counted
-    ]}
-    scores = {t["name"]: t["score"] for t in grade.score(outcomes)["tests"]}
+    ]
+    scores = {t["name"]: t["score"] for t in grade.score(grade.PARTS["diffusion"], outcomes, "")}
     assert scores["p_sample"] == grade.POINTS["p_sample"] / 2
     assert scores["p_sample_loop"] == grade.POINTS["p_sample_loop"]  # its only failure is p_sample's doing
     assert scores["sample"] == 0  # its own spy test fails; the end-to-end one is excused
@@ -161,17 +192,19 @@ def test_an_infinite_loop_fails_one_test_instead_of_hanging(tmp_path):
                                                           "            pass", 1)  # the first block: q_sample
     (tmp_path / "diffusion.py").write_text(looping)
     shutil.copy(ROOT / "test_diffusion.py", tmp_path)
+    shutil.copy(ROOT / "grading.py", tmp_path)
     env = dict(os.environ, DIFFUSION_TEST_TIMEOUT="1", PYTHONDONTWRITEBYTECODE="1",
                DIFFUSION_REFERENCE=str(ROOT / "data" / "reference" / "public.pt"))
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_diffusion.py",
                           "-k", "test_q_sample and t_0 or test_sample_calls"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
-    assert "Timeout" in run.stdout and "1 failed, 2 passed" in run.stdout, run.stdout[-2000:]
+    assert "q_sample: timed out after 1 s (an infinite loop?)" in run.stdout, run.stdout[-2000:]
+    assert "1 failed, 2 passed" in run.stdout and "tensor(" not in run.stdout, run.stdout[-2000:]
 
 
 def _fake_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
-    for name in ("diffusion.py", "test_diffusion.py", "unet.py", "requirements.txt", "data/reference/public.pt",
+    for name in ("diffusion.py", "test_diffusion.py", "grading.py", "unet.py", "requirements.txt", "data/reference/public.pt",
                  "tools/reference/hidden.pt"):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)

@@ -16,9 +16,12 @@ Writes
     OUT_DIR/handout/         the students' tree: diffusion.py with every BEGIN/END SOLUTION block
                              replaced by a TODO and `raise NotImplementedError`, and every other file
                              a student needs (see HANDOUT below). No solution, no hidden reference,
-                             no tools/, tests/, bench/ or .ci/.
-    OUT_DIR/autograder/      Gradescope's layout: setup.sh and run_autograder at the top, grade.py,
-                             test_diffusion.py, reference/hidden.pt, provided/ (the other .py files).
+                             no tools/, tests/, bench/ or .ci/. README.md loses its instructor-only
+                             blocks; pytest.ini names only the handout's own test files.
+    OUT_DIR/autograder/      Gradescope's layout: setup.sh and run_autograder at the top, grade.py and
+                             sandbox.py, grading.py and each handed-out part's test file with its
+                             public reference (data/reference/), reference/ (the hidden sets),
+                             provided/ (the other .py files) and student_requirements.txt.
     OUT_DIR/autograder.zip   the same folder zipped with its files at the root: upload this one.
 
 It refuses to finish (exit 1, nothing written) if a solution line would reach the handout, or if a
@@ -77,10 +80,10 @@ HANDOUT_TOP_LEVEL = ("*.py", "*.ipynb", "README.md", "LICENSE*", "requirements.t
 HANDOUT_DIRS = ("data",)
 NEVER_DIRS = ("tools", "tests", "bench", ".ci", ".git")
 NEVER_NAMES = ("*hidden*", "*.pyc", ".diffusion_cache*")
-REQUIRED = ("diffusion.py", "unet.py", "requirements.txt")  # and each handed-out part's tests and public reference
+REQUIRED = ("diffusion.py", "grading.py", "unet.py", "requirements.txt")  # and each handed-out part's tests and public reference
 EXPECTED = ("trainer.py", "utils.py", "main.py", "run_in_colab.ipynb", "run_in_kaggle.ipynb", "README.md")
 HIDDEN_REFERENCE = ROOT / "tools" / "reference" / "hidden.pt"
-AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "pytest_results.py", "requirements.txt")
+AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "requirements.txt", "THREAT_MODEL.md")
 # Solution lines this long must not appear in any handout file (shorter ones, like `return img`,
 # only in diffusion.py: they are too common elsewhere to mean a leak).
 MIN_LEAK_CHARS = 30
@@ -263,6 +266,13 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
+def handout_pytest_ini(source: str, test_files: list[str]) -> str:
+    """The repository's pytest.ini with `testpaths` naming only the handout's own test files (it has no tests/)."""
+    line = "testpaths = " + " ".join(test_files) + "\n"
+    ini, count = re.subn(r"^testpaths\s*=.*\n(?:[ \t]+\S.*\n)*", line, source, flags=re.M)
+    return ini if count else ini.replace("[pytest]\n", "[pytest]\n" + line, 1)
+
+
 def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
     functions = {n: part_functions(root, PARTS[n]) for n in parts}
     files = handout_files(root, parts)
@@ -270,6 +280,9 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
         _copy(root / name, out / name)
         if name.endswith(".md"):
             (out / name).write_text(INSTRUCTOR_ONLY.sub("", (root / name).read_text()))
+    if "pytest.ini" in files:
+        tests = sorted(f for f in files if "/" not in f and fnmatch.fnmatch(f, "test_*.py"))
+        (out / "pytest.ini").write_text(handout_pytest_ini((root / "pytest.ini").read_text(), tests))
     source = (root / "diffusion.py").read_text()
     stub, removed, provided = stub_solution(source, parts, functions)
     (out / "diffusion.py").write_text(stub)
@@ -281,14 +294,24 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
 
 
 def build_autograder(root: Path, handout: Path, out: Path, hidden: Path) -> None:
+    """Gradescope's folder: the grader, each handed-out part's tests and hidden reference, the provided files."""
     if not hidden.is_file():
         raise HandoutError(f"{hidden} is missing: run python tools/make_reference.py --hidden")
     for name in AUTOGRADER_FILES:
         _copy(AUTOGRADER_SOURCE / name, out / name)
-    _copy(root / "test_diffusion.py", out / "test_diffusion.py")
-    _copy(hidden, out / "reference" / "hidden.pt")
+    _copy(handout / "requirements.txt", out / "student_requirements.txt")  # setup.sh installs what students may import
+    _copy(handout / "grading.py", out / "grading.py")
+    student_files = {"grading.py"}
+    for part in grade.PARTS.values():
+        if not (handout / f"{part.tests}.py").is_file():
+            continue  # a part not handed out (or not in this repository yet)
+        _copy(handout / f"{part.tests}.py", out / f"{part.tests}.py")
+        _copy(hidden.parent / part.reference, out / "reference" / part.reference)
+        for public in part.public:
+            _copy(handout / public, out / public)
+        student_files |= set(part.student_files)
     for provided in sorted(handout.glob("*.py")):
-        if provided.name not in ("diffusion.py", "test_diffusion.py"):
+        if provided.name not in student_files and not provided.name.startswith("test_"):
             _copy(provided, out / "provided" / provided.name)
     for script in ("setup.sh", "run_autograder"):
         (out / script).chmod(0o755)
@@ -315,7 +338,7 @@ def run_handout_tests(tree: Path, autograder: Path) -> list[dict]:
     """`pytest test_diffusion.py` in a handout tree, as a student runs it; each test's outcome."""
     with tempfile.TemporaryDirectory() as scratch:
         outcomes = Path(scratch) / "outcomes.json"
-        env = _clean_env(PYTHONPATH=str(autograder), DIFFUSION_RESULTS_JSON=str(outcomes))
+        env = _clean_env(PYTHONPATH=str(AUTOGRADER_SOURCE), DIFFUSION_RESULTS_JSON=str(outcomes))
         subprocess.run([sys.executable, "-m", "pytest", "test_diffusion.py", "-q", "-p", "pytest_results",
                         "-p", "no:cacheprovider"], cwd=tree, env=env, capture_output=True, text=True, timeout=600)
         if not outcomes.exists():

@@ -1,4 +1,4 @@
-"""Gradescope autograder: grade a student's diffusion.py with test_diffusion.py on the hidden reference.
+"""Gradescope autograder: grade a submission with the parts' test files on the hidden references.
 
 On Gradescope, run_autograder runs `python3 grade.py`: it reads /autograder/submission/ and writes
 /autograder/results/results.json (one entry per function: name, score, max_score, status, output,
@@ -6,31 +6,27 @@ visibility; and the total score). Locally, from the repository or from a built a
 
     python tools/autograder/grade.py --submission path/to/student/ --results /tmp/results.json
 
-Points per function, partial credit and visibility are set just below, in one place.
+The tests run here, in the grader's process, with the hidden reference; every call of the
+student's code runs in a sandbox process (sandbox.py: as the user `nobody` when this runs as root)
+that sees the inputs of each case but never the expected outputs. results.json is rewritten after
+each test, so whatever happens later, what finished is graded. THREAT_MODEL.md says what this holds.
+
+Points per function, partial credit and visibility are set just below, in one place; a part is
+graded when its test file is present (Part 2 and Part 3 add their rows to PARTS).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-# ---- grading policy: edit here ---------------------------------------------------------------
-POINTS = {"q_sample": 15, "p_losses": 15, "forward": 15, "p_sample": 25, "p_sample_loop": 15, "sample": 15}
-PARTIAL_CREDIT = True  # a function earns the share of its checks that pass; False: all or nothing
-VISIBILITY = "visible"  # Gradescope: visible, hidden, after_due_date or after_published
-TIME_LIMIT_S = 600  # for the whole test run; each test also has its own timeout in test_diffusion.py
-# ----------------------------------------------------------------------------------------------
-
 HERE = Path(__file__).resolve().parent
-ROOT = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
-OUTPUT_LIMIT = 8000  # characters of feedback per function
 
 
 def _first(*paths: Path) -> Path:
@@ -38,64 +34,122 @@ def _first(*paths: Path) -> Path:
 
 
 # In a built autograder the files sit beside this script; in the repository they are where they live.
-TESTS = _first(HERE / "test_diffusion.py", HERE.parents[1] / "test_diffusion.py")
-REFERENCE = _first(HERE / "reference" / "hidden.pt", HERE.parent / "reference" / "hidden.pt")
-PROVIDED = _first(HERE / "provided", HERE.parents[1])  # unet.py etc., in case a submission imports them
+SOURCE = _first(HERE / "grading.py", HERE.parents[1] / "grading.py").parent
+REFERENCES = _first(HERE / "reference", HERE.parent / "reference")
+PROVIDED = _first(HERE / "provided", HERE.parents[1])  # unet.py etc., which a submission may import
+sys.path[:0] = [str(SOURCE), str(HERE)]
+
+from sandbox import Sandbox  # noqa: E402
+
+import grading  # noqa: E402  (from SOURCE, found just above)
 
 
-def function_of(test_name: str) -> str | None:
+@dataclass
+class Part:
+    """One graded part: its test module, the student's files it needs, its hidden reference, its points."""
+    tests: str  # test module, e.g. "test_diffusion"
+    student_files: tuple[str, ...]  # what the student uploads, e.g. ("diffusion.py",)
+    classes: dict[str, tuple[str, str]]  # test fixture name -> (student module, class name)
+    reference: str  # file name in REFERENCES
+    points: dict[str, int]  # function -> points, in the order Gradescope shows them
+    public: tuple[str, ...] = ()  # public files the test module reads at import (data/reference/...)
+    title: str = ""  # prefix of the entries' names when several parts are graded
+    extra: dict = field(default_factory=dict)
+
+
+# ---- grading policy: edit here ---------------------------------------------------------------
+PARTS = {
+    "diffusion": Part(
+        tests="test_diffusion", student_files=("diffusion.py",),
+        classes={"diffusion_class": ("diffusion", "GaussianDiffusion")}, reference="hidden.pt",
+        points={"q_sample": 15, "p_losses": 15, "forward": 15, "p_sample": 25, "p_sample_loop": 15, "sample": 15},
+        public=("data/reference/public.pt",)),
+}
+PARTIAL_CREDIT = True  # a function earns the share of its checks that pass; False: all or nothing
+VISIBILITY = "visible"  # Gradescope: visible, hidden, after_due_date or after_published
+CALL_TIME_LIMIT_S = 5.0  # per call of the student's code; every call of a correct submission takes < 0.2 s
+RUN_TIME_LIMIT_S = 900  # for everything; tests not run by then count as failed
+# ----------------------------------------------------------------------------------------------
+
+POINTS = PARTS["diffusion"].points  # Part 1's table (make_handout.py checks the stub against it)
+OUTPUT_LIMIT = 8000  # characters of feedback per function
+ROOT = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
+
+
+def function_of(test_name: str, points: dict = POINTS) -> str | None:
     """test_p_sample_loop_steps[...] -> p_sample_loop: the longest function name the test is named after."""
     name = test_name.split("[")[0].removeprefix("test_")
-    return next((f for f in sorted(POINTS, key=len, reverse=True) if name == f or name.startswith(f + "_")), None)
+    return next((f for f in sorted(points, key=len, reverse=True) if name == f or name.startswith(f + "_")), None)
 
 
-def find_submission(path: Path) -> Path | None:
+def find_submission(path: Path, name: str) -> Path | None:
     if path.is_file():
-        return path
-    direct = path / "diffusion.py"
+        return path if path.name == name or name == "diffusion.py" else None
+    direct = path / name
     if direct.is_file():
         return direct
-    found = sorted((p for p in path.rglob("diffusion.py") if "__MACOSX" not in p.parts), key=lambda p: len(p.parts))
+    found = sorted((p for p in path.rglob(name) if "__MACOSX" not in p.parts), key=lambda p: len(p.parts))
     return found[0] if found else None
 
 
-def run_tests(diffusion_py: Path, reference: Path) -> dict:
-    """Run test_diffusion.py on a copy of the submission; the outcomes as pytest_results.py writes them."""
-    with tempfile.TemporaryDirectory(prefix="grade-") as work:
-        work = Path(work)
-        for provided in PROVIDED.glob("*.py"):
-            if provided.name not in ("diffusion.py", "test_diffusion.py"):
-                shutil.copy(provided, work)
-        shutil.copy(TESTS, work / "test_diffusion.py")
-        shutil.copy(diffusion_py, work / "diffusion.py")
-        (work / "pytest.ini").write_text("[pytest]\n")  # roots pytest here, whatever lies above
-        outcomes = work / "outcomes.json"
-        env = dict(os.environ, PYTHONPATH=str(HERE), PYTHONDONTWRITEBYTECODE="1",
-                   DIFFUSION_REFERENCE=str(reference), DIFFUSION_RESULTS_JSON=str(outcomes))
-        command = [sys.executable, "-m", "pytest", "test_diffusion.py", "-q", "--color=no",
-                   "-p", "pytest_results", "-p", "no:cacheprovider"]
-        try:
-            run = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=TIME_LIMIT_S)
-        except subprocess.TimeoutExpired:
-            return {"error": f"The tests did not finish within {TIME_LIMIT_S} s (an infinite loop?)."}
-        if not outcomes.exists():
-            return {"error": "The tests stopped before reporting (did diffusion.py exit the process?).\n"
-                             + (run.stdout + run.stderr)[-3000:]}
-        result = json.loads(outcomes.read_text())
-        result["log"] = run.stdout + run.stderr
-        return result
+def _uploaded(path: Path) -> str:
+    names = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path.name]
+    return ", ".join(names[:8]) + (" ..." if len(names) > 8 else "") if names else "nothing"
 
 
-def score(outcomes: dict) -> dict:
-    """Gradescope's results.json from the outcomes of the tests."""
-    tests = outcomes.get("tests", [])
-    problem = outcomes.get("error") or "\n".join(outcomes.get("collection_errors", []))
-    if not tests and not problem:
-        problem = "No test ran.\n" + outcomes.get("log", "")[-3000:]
-    failed_functions = {function_of(t["name"]) for t in tests if t["outcome"] != "passed"}
+def grade_part(part: Part, submission: Path, results_path: Path, entries_so_far: list, deadline: float) -> list[dict]:
+    """Run one part's tests against the submission in a sandbox; the part's Gradescope entries."""
+    files, missing = {}, []
+    for name in part.student_files:
+        found = find_submission(submission, name)
+        if found is None:
+            missing.append(name)
+        else:
+            files[name] = found
+    if missing:
+        problem = (f"No {' or '.join(missing)} in your submission (you uploaded: {_uploaded(submission)}). "
+                   f"Upload {', '.join(part.student_files)} itself, with that name.")
+        return score(part, [], problem)
+    for provided in PROVIDED.glob("*.py"):
+        if provided.name not in files and not provided.name.startswith("test_"):
+            files.setdefault(provided.name, provided)
+    for name in ("grading.py", f"{part.tests}.py"):
+        files[name] = SOURCE / name
+    for name in part.public:
+        files[name] = _first(SOURCE / name, HERE / "public" / Path(name).name)
+    modules = sorted({module for module, _ in part.classes.values()})
+    sandbox = Sandbox.prepare(files, modules, CALL_TIME_LIMIT_S)
+    grading.TIME_LIMIT_S = CALL_TIME_LIMIT_S
+    records: list[dict] = []
+    try:
+        sandbox.start()
+        if sandbox.import_error:
+            return score(part, [], f"Nothing could be checked: {sandbox.import_error}")
+        grading.SANDBOX = sandbox  # the test module's own import of the student's class stays a placeholder
+        tests = importlib.import_module(part.tests)
+        reference = grading.load_reference(REFERENCES / part.reference)
+        fixtures = {name: grading.RemoteClass(module, cls, sandbox) for name, (module, cls) in part.classes.items()}
+        collected = grading.collect(tests, reference)
+        runs = grading.run_tests(tests, fixtures, reference)
+        for test_id, _, _ in collected:
+            if time.monotonic() > deadline:
+                records.append({"name": test_id, "outcome": "failed", "blame": [],
+                                "message": f"not run: the whole run reached its {RUN_TIME_LIMIT_S} s limit"})
+                continue
+            records.append(next(runs))
+            write_results(results_path, entries_so_far + score(part, records, ""), partial=True)
+    finally:
+        grading.SANDBOX = None
+        sandbox.close()
+    return score(part, records, "")
+
+
+def score(part: Part, tests: list[dict], problem: str) -> list[dict]:
+    """Gradescope's entries for one part from its tests' outcomes."""
+    failed_functions = {function_of(t["name"], part.points) for t in tests if t["outcome"] != "passed"}
     entries = []
-    for function, points in POINTS.items():
-        mine = [t for t in tests if function_of(t["name"]) == function]
+    for function, points in part.points.items():
+        mine = [t for t in tests if function_of(t["name"], part.points) == function]
         # An end-to-end check that fails only because a function it calls is wrong is not charged
         # here: that function loses its own points.
         excused = [t for t in mine if t["outcome"] != "passed" and t["blame"]
@@ -104,8 +158,8 @@ def score(outcomes: dict) -> dict:
         passed = [t for t in counted if t["outcome"] == "passed"]
         share = len(passed) / len(counted) if counted else 0.0
         earned = points * (share if PARTIAL_CREDIT else float(share == 1.0))
-        if not mine:
-            output = f"{function}: not checked. {problem}".strip()
+        if problem or not mine:
+            output = f"{function}: not checked. {problem or 'No test ran.'}".strip()
         else:
             lines = [f"{len(passed)} of {len(counted)} checks passed."]
             messages = [t["message"].strip() for t in counted if t["outcome"] != "passed"]
@@ -114,42 +168,71 @@ def score(outcomes: dict) -> dict:
             lines += [f"Not counted here (caused by {', '.join(t['blame'])}): {t['name']}" for t in excused]
             output = "\n\n".join(lines)
         if len(output) > OUTPUT_LIMIT:
-            output = output[:OUTPUT_LIMIT] + "\n... (cut; run pytest test_diffusion.py for the rest)"
-        entries.append({"name": function, "score": round(earned, 2), "max_score": points,
-                        "status": "passed" if earned == points else "failed", "output": output, "visibility": VISIBILITY})
+            output = output[:OUTPUT_LIMIT] + "\n... (cut; run pytest for the rest)"
+        entries.append({"name": f"{part.title}: {function}" if part.title else function, "score": round(earned, 2),
+                        "max_score": points, "status": "passed" if earned == points else "failed",
+                        "output": output, "visibility": VISIBILITY, "problem": problem})
+    return entries
+
+
+def write_results(path: Path, entries: list[dict], partial: bool = False, seconds: float | None = None) -> dict:
     total = round(sum(e["score"] for e in entries), 2)
-    summary = (f"Score {total} of {sum(POINTS.values())}. Your diffusion.py was checked with test_diffusion.py on "
-               "hidden inputs (other shapes and values than data/reference/public.pt). "
-               "Run `pytest test_diffusion.py` for the same checks on the public set.")
-    return {"score": total, "output": summary, "stdout_visibility": "hidden", "tests": entries}
+    possible = sum(e["max_score"] for e in entries)
+    problems = list(dict.fromkeys(e["problem"] for e in entries if e["problem"]))
+    if problems:
+        summary = f"Score {total} of {possible}. " + " ".join(problems)
+    else:
+        summary = (f"Score {total} of {possible}. Your code was checked with the handout's test files on hidden inputs "
+                   "(other shapes and values than data/reference/). Run pytest on the test files for the same checks "
+                   "on the public set.")
+    if partial:
+        summary += " (Grading was still running when this was written.)"
+    results = {"score": total, "output": summary, "stdout_visibility": "hidden",
+               "tests": [{k: v for k, v in e.items() if k != "problem"} for e in entries]}
+    if seconds is not None:
+        results["execution_time"] = round(seconds, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(results, indent=1))
+    temporary.replace(path)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Grade a diffusion.py; write Gradescope's results.json.")
+    parser = argparse.ArgumentParser(description="Grade a submission; write Gradescope's results.json.")
     parser.add_argument("--submission", type=Path, default=ROOT / "submission",
-                        help="the submission folder or diffusion.py itself (default: $AUTOGRADER_ROOT/submission)")
+                        help="the submission folder or the file itself (default: $AUTOGRADER_ROOT/submission)")
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "results.json",
                         help="where to write results.json (default: $AUTOGRADER_ROOT/results/results.json)")
-    parser.add_argument("--reference", type=Path, default=REFERENCE, help="the reference file (default: the hidden set)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="Part 1's reference file (default: the hidden set)")
     args = parser.parse_args(argv)
-    for needed in (TESTS, args.reference):
-        if not needed.is_file():
-            print(f"grade.py: {needed} is missing; rebuild the autograder with tools/make_handout.py", file=sys.stderr)
+    parts = {name: part for name, part in PARTS.items() if (SOURCE / f"{part.tests}.py").is_file()}
+    if args.reference is not None:
+        parts["diffusion"] = Part(**{**parts["diffusion"].__dict__, "reference": str(args.reference.resolve())})
+    for part in parts.values():
+        if not (REFERENCES / part.reference).is_file():
+            print(f"grade.py: {REFERENCES / part.reference} is missing; rebuild the autograder with "
+                  "tools/make_handout.py", file=sys.stderr)
             return 2
-    start = time.time()
-    diffusion_py = find_submission(args.submission)
-    if diffusion_py is None:
-        outcomes = {"error": f"No diffusion.py in your submission ({args.submission}): upload diffusion.py itself."}
-    else:
-        outcomes = run_tests(diffusion_py, args.reference)
-    results = score(outcomes)
-    results["execution_time"] = round(time.time() - start, 1)
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=1))
+    _protect(REFERENCES)
+    start = time.monotonic()
+    entries: list[dict] = []
+    for part in parts.values():
+        entries += grade_part(part, args.submission, args.results, entries, start + RUN_TIME_LIMIT_S)
+    results = write_results(args.results, entries, seconds=time.monotonic() - start)
     for entry in results["tests"]:
         print(f"{entry['name']:>14}: {entry['score']:6.2f} / {entry['max_score']}")
-    print(f"{'total':>14}: {results['score']:6.2f} / {sum(POINTS.values())}  -> {args.results}")
+    print(f"{'total':>14}: {results['score']:6.2f} / {sum(e['max_score'] for e in entries)}  -> {args.results}")
     return 0
+
+
+def _protect(folder: Path) -> None:
+    """The hidden references readable by this user only (the sandbox runs as another one when we are root)."""
+    if os.geteuid() == 0:
+        folder.chmod(0o700)
+        for path in folder.iterdir():
+            path.chmod(0o600)
 
 
 if __name__ == "__main__":
