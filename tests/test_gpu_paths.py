@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 TINY = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "5", "--batch_size", "8",
         "--demo_images", "64", "--num_samples", "4", "--sample_batch_size", "8", "--log_every", "1"]
-# torch 2.14's CUDA 13 wheel; 2.3-2.7 wheels list sm_50 ... sm_90, which still include the P100.
+# The arch list of this venv's torch 2.14 CUDA 13 wheel (no sm_60: no P100). Wheels that list sm_60 run it.
 SMALL = [*TINY, "--image_size", "16", "--device", "cpu"]  # the stand-ins: same code path, fewer pixels
 ARCH_LIST = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
 
