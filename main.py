@@ -4,12 +4,16 @@
     python main.py --data_path data/cifar10/train --data_class cat --fid --visualize
     python main.py ... --load_path results/model.pt --eval_only --fid   # grids and FID of a checkpoint, no training
     torchrun --nproc_per_node=2 main.py ...             # the same on 2 GPUs
+    python main.py --class_cond --train_steps 300       # Part 2: one label per class (the demo set's shapes)
+    python main.py --class_cond --data_path data/cifar10/train --classes airplane automobile bird
 
 Before training, the model's loss and a 2-image sample run once on the device: a device or
 shape mistake in diffusion.py stops the run within seconds, in one line naming the function.
 
 Outputs go to --save_folder (./results/): model.pt (the latest checkpoint), sample-<step>.png,
-denoising-<step>.png and .gif (--visualize), log.csv (loss, steps/s, FID).
+denoising-<step>.png and .gif (--visualize), log.csv (loss, steps/s, FID). With --class_cond:
+sample-w<w>-<step>.png (a row per class, a grid per --guidance weight) and guidance-<step>.png
+(classes by weights, a panel per --threshold method).
 Bad input ends with one line `error: ...` on stderr and exit code 2.
 """
 
@@ -24,7 +28,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from trainer import FitResult, Status, TrainConfig, Trainer
+from trainer import ConditionalTrainer, FitResult, Status, TrainConfig, Trainer
 from utils import CommandLineParser, UserError
 
 
@@ -93,7 +97,51 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep the whole uint8 data set on the device and draw and augment batches there")
     speed.add_argument("--fused_optimizer", action=on_off, default=d.fused_optimizer,
                        help="fused Adam kernel (default: on for CUDA)")
+
+    part2 = p.add_argument_group("Part 2: class-conditional model with classifier-free guidance")
+    part2.add_argument("--class_cond", action="store_true",
+                       help="train on every class folder under --data_path, labels in sorted folder order "
+                            "(without --data_path: the demo set's shapes circle, diamond, square)")
+    part2.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                       help="with --class_cond: train on these class folders only (default: all of them)")
+    part2.add_argument("--p_uncond", type=float, default=None,
+                       help=f"with --class_cond: probability of replacing a label by the null label (default {d.p_uncond})")
+    part2.add_argument("--guidance", type=float, nargs="+", default=None, metavar="W",
+                       help="with --class_cond: guidance weights w, one grid each and a column each of the "
+                            f"guidance figure; the first also for FID (default {' '.join(f'{w:g}' for w in d.guidance)})")
+    part2.add_argument("--threshold", nargs="+", default=None, choices=THRESHOLDS, metavar="METHOD",
+                       help="with --class_cond: thresholding of x0-hat when sampling, none, static or dynamic; a panel "
+                            f"each in the guidance figure, the first for the grids and FID (default {' '.join(d.threshold)})")
+    part2.add_argument("--sample_classes", nargs="+", default=None, metavar="NAME",
+                       help="with --class_cond: the classes sampled, a row each (default: all)")
     return p
+
+
+THRESHOLDS = ("none", "static", "dynamic")
+PART2_FLAGS = ("classes", "p_uncond", "guidance", "threshold", "sample_classes")
+
+
+def check_part2_flags(args: argparse.Namespace) -> None:
+    """Part 2's flags need --class_cond; without them given, they take TrainConfig's defaults."""
+    given = [name for name in PART2_FLAGS if getattr(args, name) is not None]
+    if not args.class_cond:
+        if given:
+            raise UserError(f"--{given[0]} needs --class_cond (it applies to the class-conditional model of Part 2)")
+        return
+    defaults = TrainConfig()
+    for name in PART2_FLAGS:
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
+    if not 0 <= args.p_uncond < 1:
+        raise UserError(f"--p_uncond must be in [0, 1), got {args.p_uncond}; the homework uses 0.1")
+    bad = [w for w in args.guidance if not 0 <= w < float("inf")]
+    if bad:
+        raise UserError(f"--guidance weights must be 0 or more, got {bad[0]:g}; e.g. --guidance 0 0.5 1 2 5")
+    if args.p_uncond == 0 and any(w != 0 for w in args.guidance):
+        raise UserError("--p_uncond 0 never trains the unconditional prediction that guidance w > 0 needs: "
+                        "use --p_uncond 0.1, or --guidance 0")
+    if args.classes is not None and args.data_path is None:
+        raise UserError("--classes needs --data_path; the demo set's classes are all used")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,6 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--fid_samples must be at least 2 for FID, got {args.fid_samples}")
     if args.eval_only and not args.load_path:
         raise UserError("--eval_only needs --load_path: the model.pt to evaluate (e.g. --load_path results/model.pt)")
+    check_part2_flags(args)
     return args
 
 
@@ -143,6 +192,8 @@ def check_save_folder(folder: str) -> None:
 def build_trainer(args: argparse.Namespace) -> Trainer:
     """The Trainer for these parsed flags, exactly as main() builds it (TrainConfig's fields are flag names)."""
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if config.class_cond:
+        return ConditionalTrainer(config)
     return Trainer(config)
 
 

@@ -49,7 +49,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 import utils
-from diffusion import GaussianDiffusion
+from diffusion import ConditionalGaussianDiffusion, GaussianDiffusion
 from unet import Unet, count_parameters
 from utils import UserError
 
@@ -103,6 +103,13 @@ class TrainConfig:
     compile: bool = False
     data_on_device: bool = True
     fused_optimizer: bool | None = None  # None: on for CUDA
+    # Part 2: class-conditional training with classifier-free guidance (ConditionalTrainer)
+    class_cond: bool = False
+    classes: list[str] | None = None  # the class folders to train on; None: every folder under data_path
+    p_uncond: float = 0.1
+    guidance: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 5.0])
+    threshold: list[str] = dataclasses.field(default_factory=lambda: ["static", "dynamic", "none"])
+    sample_classes: list[str] | None = None  # the rows of the sample grids; None: every class
 
 
 class Status(enum.Enum):
@@ -159,9 +166,12 @@ class Trainer:
             metric_device = "cpu" if self.device.type == "mps" else self.device  # MPS has no float64
             self.fid_metric = utils.make_fid_metric(config.fid_weights).to(metric_device)
 
+        self.labels: torch.Tensor | None = None  # [N] long beside the images, for a class-conditional model
+        self.class_names: list[str] | None = None  # label i = class_names[i]
         images = self._load_images()
         self.real_images = images if config.fid and self.is_main else None
-        self.batches = self._make_batches(images[self.rank :: self.world_size])
+        labels = None if self.labels is None else self.labels[self.rank :: self.world_size]
+        self.batches = self._make_batches(images[self.rank :: self.world_size], labels)
 
         self.model = self.make_model().to(self.device)
         # NHWC: faster convolutions on CPUs (oneDNN); on CUDA unmeasured for this model, so off by default.
@@ -236,15 +246,16 @@ class Trainer:
         unet = Unet(dim=c.unet_dim, dim_mults=tuple(c.unet_dim_mults), channels=3)
         return GaussianDiffusion(unet, image_size=c.image_size, channels=3, timesteps=c.time_steps)
 
-    def _make_batches(self, shard: torch.Tensor):
+    def _make_batches(self, shard: torch.Tensor, labels: torch.Tensor | None = None):
         batch_size = self.config.batch_size // self.world_size
         if self.config.data_on_device:
             try:
-                return utils.DeviceBatches(shard.to(self.device), batch_size)
+                return utils.DeviceBatches(shard.to(self.device), batch_size,
+                                           labels=None if labels is None else labels.to(self.device))
             except torch.cuda.OutOfMemoryError:
                 warnings.warn("--data_on_device: the data set does not fit in device memory; "
                               "loading batches with a DataLoader instead (--no-data_on_device)")
-        return utils.LoaderBatches(shard, batch_size, self.config.dataloader_workers, self.device)
+        return utils.LoaderBatches(shard, batch_size, self.config.dataloader_workers, self.device, labels=labels)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         lr, fused = self.config.learning_rate, self.config.fused_optimizer
@@ -438,6 +449,8 @@ class Trainer:
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
         }
+        if self.class_names is not None:
+            checkpoint["class_names"] = list(self.class_names)
         self._write(self.checkpoint_path, lambda: utils.atomic_torch_save(checkpoint, self.checkpoint_path))
         self.saved_step = self.step
         return self.checkpoint_path
@@ -475,6 +488,7 @@ class Trainer:
             theirs = " ".join(f"--{n} {' '.join(map(str, _as_list(saved[n])))}" for n in different)
             raise UserError(f"--load_path {path} holds another architecture: it was trained with {theirs}; "
                             "pass those flags to load it")
+        _check_classes(path, checkpoint.get("class_names"), self.class_names)
         options = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(checkpoint["model"])
@@ -709,6 +723,144 @@ def _failure_line(function: str, device: torch.device, error: BaseException) -> 
     hint = (" Create every tensor on the device of the input (device=x.device), then check with pytest test_diffusion.py."
             if "device" in first_line.lower() else " Check it with pytest test_diffusion.py.")
     return (f"`{function}` fails on {device} before training: {type(error).__name__}: {first_line}{where}.{hint}")
+
+
+class ConditionalTrainer(Trainer):
+    """Part 2: a class-conditional DDPM with classifier-free guidance (main.py --class_cond).
+
+    Every class folder under data_path (or those in `classes`) is one label, in sorted name
+    order; without data_path the demo set's shapes are the classes. A batch is (images, labels);
+    the model is a ConditionalGaussianDiffusion around Unet(num_classes=K), which drops labels to
+    the null label with probability p_uncond. Grids have one row per class (`sample_classes`),
+    one grid per guidance weight w (`sample-w<w>-<step>.png`, with the first `threshold`
+    method), plus the class-by-guidance figure `guidance-<step>.png` with a panel per method.
+    FID and the denoising strip use the first w and method. Checkpoints record `class_names`.
+    """
+
+    FIGURE_SAMPLES = 4  # samples per (class, w) cell of the guidance figure
+
+    def __init__(self, config: TrainConfig):
+        super().__init__(config)
+        unknown = [name for name in config.sample_classes or [] if name not in self.class_names]
+        if unknown:
+            known = "the checkpoint's" if config.load_path else "this model's"
+            raise UserError(f"--sample_classes {' '.join(unknown)}: not one of {known} classes, which are "
+                            f"{', '.join(self.class_names)}")
+        self.rows = torch.tensor([self.class_names.index(n) for n in config.sample_classes or self.class_names])
+
+    def _load_images(self) -> torch.Tensor:
+        c = self.config
+        if c.data_path is None:
+            self.class_names = list(utils.DEMO_CLASSES)
+            self.labels = torch.arange(c.demo_images) % len(self.class_names)
+            images = utils.make_demo_dataset(c.demo_images, c.image_size, seed=0, labels=self.labels)
+        else:
+            images, self.labels, self.class_names = utils.load_class_folders(c.data_path, c.image_size, c.classes)
+        counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+        self.log(f"data: {len(images)} images in {len(counts)} classes, {c.image_size}x{c.image_size}; label: class "
+                 f"(images) " + ", ".join(f"{k}: {name} ({n})" for k, (name, n) in enumerate(zip(self.class_names, counts))))
+        if len(images) < self.world_size:
+            raise UserError(f"--data_path: {len(images)} images, fewer than the {self.world_size} processes")
+        return images
+
+    def make_model(self) -> torch.nn.Module:
+        c = self.config
+        unet = Unet(dim=c.unet_dim, dim_mults=tuple(c.unet_dim_mults), channels=3, num_classes=len(self.class_names))
+        return ConditionalGaussianDiffusion(unet, image_size=c.image_size, num_classes=len(self.class_names), channels=3,
+                                            timesteps=c.time_steps, p_uncond=c.p_uncond)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_0 [B, 3, S, S] float in [-1, 1], y [B] long in 0..K-1) on the device: the next augmented batch."""
+        images, labels = next(self.batches)
+        x_0 = utils.augment(images)
+        if self.channels_last:
+            x_0 = x_0.contiguous(memory_format=torch.channels_last)
+        return x_0, labels
+
+    def compute_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Algorithm 1 with label dropout: ConditionalGaussianDiffusion.forward(x_0, y)."""
+        x_0, y = batch
+        return self.wrapped_model(x_0, y)
+
+    def describe(self) -> str:
+        c = self.config
+        return (super().describe() + f"\nclass-conditional: {len(self.class_names)} classes, p_uncond {c.p_uncond} | "
+                f"samples: guidance w {' '.join(f'{w:g}' for w in c.guidance)}, threshold {' '.join(c.threshold)}")
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.inference_mode()
+    def sample_classes(self, y: torch.Tensor, w: float, threshold: str, seed: int | None = None) -> torch.Tensor:
+        """[len(y), 3, S, S] in [0, 1]: the EMA model's samples of the classes y [N] long, --sample_batch_size at a time.
+
+        With a seed, the starting and per-step noise are drawn from it (so every w starts from the same
+        noise) without disturbing the training's random stream.
+        """
+        model, size = self.ema.module, self.config.sample_batch_size
+        y = y.to(self.device)
+        devices = [self.device.index if self.device.index is not None else 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None), self._autocast():
+            if seed is not None:
+                torch.manual_seed(seed)
+            chunks = [model.sample(y[i : i + size], w=w, threshold=threshold).float() for i in range(0, len(y), size)]
+        return torch.cat(chunks)
+
+    def sample(self, num_images: int) -> torch.Tensor:
+        """[num_images, 3, S, S] in [0, 1], the classes in turn, with the first --guidance w and --threshold (FID)."""
+        y = torch.arange(num_images) % len(self.class_names)
+        return self.sample_classes(y, self.config.guidance[0], self.config.threshold[0])
+
+    @torch.inference_mode()
+    def sample_trajectory(self, num_images: int) -> list[torch.Tensor]:
+        """The reverse process of a few samples, the --sample_classes in turn: T + 1 tensors [N, 3, S, S] in [0, 1]."""
+        model, c = self.ema.module, self.config
+        y = self.rows[torch.arange(num_images) % len(self.rows)].to(self.device)
+        x = model.noise_like((num_images, 3, c.image_size, c.image_size), self.device)
+        frames = [x]
+        with self._autocast():
+            for t_index in reversed(range(model.num_timesteps)):
+                t = torch.full((num_images,), t_index, device=self.device, dtype=torch.long)
+                x = model.p_sample(x, t, t_index, y, w=c.guidance[0], threshold=c.threshold[0]).float()
+                frames.append(x)
+        return [((frame.clamp(-1, 1) + 1) / 2).cpu() for frame in frames]
+
+    def save_and_sample(self, save_checkpoint: bool = True) -> list[Path]:
+        """Rank 0: the checkpoint, a grid per w (a row per class), the class-by-guidance figure, the strip (visualize)."""
+        if not self.is_main:
+            return []
+        c = self.config
+        written = [self.save_checkpoint()] if save_checkpoint else []
+        self.save_folder.mkdir(parents=True, exist_ok=True)
+        per_row = max(1, math.ceil(c.num_samples / len(self.rows)))
+        y = self.rows.repeat_interleave(per_row)  # class-major: a row of each class
+        for w in c.guidance:
+            grid = self.save_folder / f"sample-w{w:g}-{self.step}.png"
+            utils.save_class_grid(self.sample_classes(y, w, c.threshold[0], seed=c.seed), len(self.rows), grid)
+            written.append(grid)
+        y = self.rows.repeat_interleave(self.FIGURE_SAMPLES)
+        panels = {method: torch.stack([self.sample_classes(y, w, method, seed=c.seed).unflatten(0, (len(self.rows), -1))
+                                       for w in c.guidance]) for method in c.threshold}  # [W, K, n, 3, S, S] each
+        figure = self.save_folder / f"guidance-{self.step}.png"
+        utils.save_guidance_figure(panels, [self.class_names[k] for k in self.rows], c.guidance, figure)
+        written.append(figure)
+        if c.visualize:
+            strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
+            utils.save_denoising(self.sample_trajectory(c.visualize_samples), strip, gif)
+            written += [strip, gif]
+        if self._wandb is not None:
+            self._wandb.log({"guidance": self._wandb.Image(str(figure))}, step=self.step)
+        return written
+
+def _check_classes(path: Path, saved: list[str] | None, ours: list[str] | None) -> None:
+    """A checkpoint loads only into a model with the same classes, in the same label order."""
+    if saved == ours:
+        return
+    if saved is None:
+        raise UserError(f"--load_path {path} is an unconditional model: drop --class_cond to load it")
+    if ours is None:
+        raise UserError(f"--load_path {path} is class-conditional ({', '.join(saved)}): add --class_cond to load it")
+    raise UserError(f"--load_path {path} was trained on the classes {', '.join(saved)}, but the data gives "
+                    f"{', '.join(ours)}: pass the same --data_path (and --classes)")
 
 
 def _as_list(value) -> list:

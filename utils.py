@@ -9,6 +9,7 @@
     pick_device          --device auto: CUDA, else Apple MPS, else CPU
     check_gpu_supported  stop in one line on a GPU this torch has no kernels for (Kaggle's P100)
     save_grid, save_denoising   sample grids (PNG) and the reverse process (PNG strip + GIF)
+    load_class_folders, save_class_grid, save_guidance_figure   Part 2: labelled data, class rows, w sweep
     check_fid_installed, make_fid_metric, load_real_statistics, compute_fid   FID with torchmetrics
     atomic_torch_save    write a file so that a crash mid-write never destroys the old one
     write_with_retries, WriteFailed   retry a write that failed (a dropped mount), then one line
@@ -73,15 +74,27 @@ _PALETTE = torch.tensor(
 )
 
 
-def make_demo_dataset(num_images: int = 4096, image_size: int = 32, seed: int = 0) -> torch.Tensor:
+# The demo set's classes (Part 2, --class_cond): label k draws both shapes of an image as DEMO_CLASSES[k].
+DEMO_CLASSES = ("circle", "diamond", "square")
+_DEMO_SHAPE = torch.tensor([0, 2, 1])  # label -> the shape index below (0 circle, 1 square, 2 diamond)
+
+
+def make_demo_dataset(num_images: int = 4096, image_size: int = 32, seed: int = 0,
+                      labels: torch.Tensor | None = None) -> torch.Tensor:
     """The built-in demo set: soft-edged circles, squares and diamonds on plain backgrounds.
 
     Deterministic (its own generator seeded with `seed`) and vectorised, so it is made in a
     fraction of a second instead of being downloaded. Two shapes per image, the second on top.
 
+    Args:
+        labels: [num_images] long in 0..2, or None. With labels, both shapes of image i are
+            DEMO_CLASSES[labels[i]]; everything else (places, sizes, colours) is as without.
     Returns:
         [num_images, 3, image_size, image_size] uint8.
     """
+    if labels is not None and (labels.shape != (num_images,) or labels.min() < 0 or labels.max() >= len(DEMO_CLASSES)):
+        raise ValueError(f"labels must be [num_images] in 0..{len(DEMO_CLASSES) - 1}, got {tuple(labels.shape)} "
+                         f"in {labels.min().item()}..{labels.max().item()}")
     g = torch.Generator().manual_seed(seed)
     n, s = num_images, image_size
     coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s  # pixel centres in (0, 1)
@@ -93,7 +106,9 @@ def make_demo_dataset(num_images: int = 4096, image_size: int = 32, seed: int = 
         dx, dy = (x - cx).abs(), (y - cy).abs()
         # Distance to the centre in units of the radius, under three norms: <= 1 is inside.
         dist = torch.stack([torch.sqrt(dx**2 + dy**2), torch.maximum(dx, dy), (dx + dy) / 1.3]) / radius
-        kind = torch.randint(0, 3, (n,), generator=g)
+        kind = torch.randint(0, 3, (n,), generator=g)  # drawn even with labels: the same stream either way
+        if labels is not None:
+            kind = _DEMO_SHAPE[labels]
         dist = dist[kind, torch.arange(n)]  # [N, S, S]
         # About one pixel of anti-aliasing at the edge: the same shape at any image size.
         alpha = ((1 - dist) * radius * s).clamp(0, 1).unsqueeze(1)
@@ -182,6 +197,38 @@ def load_image_folder(folder: str | Path, image_size: int, max_unreadable_fracti
     except OSError as error:
         warnings.warn(f"cannot write the image cache {cache} ({error.strerror}); images will be decoded again next run")
     return result
+
+
+def list_class_folders(data_path: Path) -> list[str]:
+    """The class folders directly inside `data_path`, sorted; hidden ones (a half-written .x.partial) skipped."""
+    return sorted(p.name for p in Path(data_path).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_class_folders(data_path: str | Path, image_size: int, classes: list[str] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Every class folder under `data_path` (or the named `classes`), one label per folder, in sorted name order.
+
+    Returns:
+        images [N, 3, S, S] uint8 (through load_image_folder's cache), labels [N] long in 0..K-1,
+        class_names: K folder names, label i = class_names[i].
+    Raises:
+        UserError: no such folder, no class folders, a named class missing, a folder without images.
+    """
+    data_path = Path(data_path)
+    if not data_path.is_dir():
+        raise UserError(f"--data_path {data_path} does not exist: pass the folder that holds one folder per class")
+    found = list_class_folders(data_path)
+    if classes:
+        missing = [c for c in dict.fromkeys(classes) if c not in found]
+        if missing:
+            has = f"it has {', '.join(found)}" if found else "it has no class folders"
+            raise UserError(f"--classes {' '.join(missing)}: no such folder in {data_path} ({has})")
+    names = sorted(set(classes)) if classes else found
+    if not names:
+        raise UserError(f"--data_path {data_path} has no class folders: --class_cond reads data_path/<class>/ images")
+    images = [load_image_folder(data_path / name, image_size) for name in names]
+    labels = torch.cat([torch.full((len(x),), k, dtype=torch.long) for k, x in enumerate(images)])
+    return torch.cat(images), labels, names
 
 
 def augment(batch: torch.Tensor) -> torch.Tensor:
@@ -276,60 +323,65 @@ class DeviceBatches:
     """Random batches from a uint8 data set that lives on the training device.
 
     One random permutation per epoch, drawn on the device, so no batch touches the host.
+    With `labels` ([N] long, on the same device) each batch is a pair (images, labels).
     """
 
-    def __init__(self, images: torch.Tensor, batch_size: int):
-        self.images, self.batch_size = images, batch_size
+    def __init__(self, images: torch.Tensor, batch_size: int, labels: torch.Tensor | None = None):
+        self.images, self.batch_size, self.labels = images, batch_size, labels
         self.position, self.order = len(images), None
 
-    def __next__(self) -> torch.Tensor:
+    def __next__(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         n, b = len(self.images), self.batch_size
         if n < b:  # a tiny data set: draw with replacement
-            return self.images[torch.randint(0, n, (b,), device=self.images.device)]
-        if self.position + b > n:
-            self.order, self.position = torch.randperm(n, device=self.images.device), 0
-        index = self.order[self.position : self.position + b]
-        self.position += b
-        return self.images[index]
+            index = torch.randint(0, n, (b,), device=self.images.device)
+        else:
+            if self.position + b > n:
+                self.order, self.position = torch.randperm(n, device=self.images.device), 0
+            index = self.order[self.position : self.position + b]
+            self.position += b
+        return self.images[index] if self.labels is None else (self.images[index], self.labels[index])
 
 
 class _ImageTensor(torch.utils.data.Dataset):
-    """A uint8 tensor as a Dataset; __getitems__ gathers a whole batch in one indexing op."""
+    """A uint8 tensor (and its labels) as a Dataset; __getitems__ gathers a whole batch in one indexing op."""
 
-    def __init__(self, images: torch.Tensor):
-        self.images = images
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]
+    def __getitem__(self, i: int):
+        return self.images[i] if self.labels is None else (self.images[i], self.labels[i])
 
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return self.images[indices]
+    def __getitems__(self, indices: list[int]):
+        return self.images[indices] if self.labels is None else (self.images[indices], self.labels[indices])
 
 
-def _whole_batch(batch: torch.Tensor) -> torch.Tensor:  # collate_fn: the batch is already one tensor
+def _whole_batch(batch):  # collate_fn: the batch is already one tensor (or an (images, labels) pair)
     return batch
 
 
 class LoaderBatches:
     """--no-data_on_device: batches from a torch DataLoader with --dataloader_workers processes."""
 
-    def __init__(self, images: torch.Tensor, batch_size: int, workers: int, device: torch.device):
+    def __init__(self, images: torch.Tensor, batch_size: int, workers: int, device: torch.device,
+                 labels: torch.Tensor | None = None):
         self.device = device
         self.loader = torch.utils.data.DataLoader(
-            _ImageTensor(images), batch_size=batch_size, shuffle=True, drop_last=len(images) >= batch_size,
+            _ImageTensor(images, labels), batch_size=batch_size, shuffle=True, drop_last=len(images) >= batch_size,
             num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
             collate_fn=_whole_batch)
         self.iterator = iter(self.loader)
 
-    def __next__(self) -> torch.Tensor:
+    def __next__(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         try:
             batch = next(self.iterator)
         except StopIteration:  # next epoch
             self.iterator = iter(self.loader)
             batch = next(self.iterator)
+        if isinstance(batch, tuple):
+            return tuple(t.to(self.device, non_blocking=True) for t in batch)
         return batch.to(self.device, non_blocking=True)
 
 
@@ -390,6 +442,53 @@ def save_grid(images: torch.Tensor, path: str | Path) -> None:
     """Save [N, C, H, W] images in [0, 1] as one PNG grid, about square."""
     nrow = max(1, round(images.shape[0] ** 0.5))
     save_image(images.float().cpu(), str(path), nrow=nrow, padding=2)
+
+
+def save_class_grid(images: torch.Tensor, num_classes: int, path: str | Path) -> None:
+    """Save [K * n, C, H, W] images in [0, 1], class-major (n of class 0, then n of class 1, ...): one row per class."""
+    save_image(images.float().cpu(), str(path), nrow=images.shape[0] // num_classes, padding=2)
+
+
+def save_guidance_figure(panels: dict[str, torch.Tensor], class_names: list[str], weights: list[float],
+                         path: str | Path, scale: int = 2) -> None:
+    """The class-by-guidance figure: one panel per thresholding method, a row per class, a column per w.
+
+    Args:
+        panels: method name -> [W, K, n, C, H, W] images in [0, 1]: W weights, K classes, n samples per cell.
+        class_names: the K row labels. weights: the W column labels.
+        scale: each pixel drawn as scale x scale, so that 32x32 samples are big enough to see.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    text_width = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    gap, margin, line = 8, 6, 16
+    label_w = int(max(text_width(name, font=font) for name in class_names)) + 2 * margin
+    blocks = []
+    for method, images in panels.items():
+        cells = [[to_uint8(make_grid(images[w, k].float().cpu(), nrow=images.shape[2], padding=1, pad_value=1.0))
+                  for w in range(images.shape[0])] for k in range(images.shape[1])]  # [K][W] of [C, h, w] uint8
+        cell_h, cell_w = cells[0][0].shape[1] * scale, cells[0][0].shape[2] * scale
+        block = Image.new("RGB", (label_w + len(weights) * (cell_w + gap), 2 * line + len(cells) * (cell_h + gap)), "white")
+        draw = ImageDraw.Draw(block)
+        draw.text((margin, 2), f"threshold: {method}", fill="black", font=font)
+        for w, weight in enumerate(weights):
+            label = f"w = {weight:g}"
+            draw.text((label_w + w * (cell_w + gap) + (cell_w - text_width(label, font=font)) / 2, line + 2), label,
+                      fill="black", font=font)
+        for k, name in enumerate(class_names):
+            top = 2 * line + k * (cell_h + gap)
+            draw.text((margin, top + cell_h / 2 - line / 2), name, fill="black", font=font)
+            for w, cell in enumerate(cells[k]):
+                picture = Image.fromarray(cell.permute(1, 2, 0).numpy()).resize((cell_w, cell_h), Image.NEAREST)
+                block.paste(picture, (label_w + w * (cell_w + gap), top))
+        blocks.append(block)
+    figure = Image.new("RGB", (max(b.width for b in blocks), sum(b.height + gap for b in blocks) - gap), "white")
+    top = 0
+    for block in blocks:
+        figure.paste(block, (0, top))
+        top += block.height + gap
+    figure.save(str(path))
 
 
 def save_denoising(frames: list[torch.Tensor], strip_path: str | Path, gif_path: str | Path, strip_columns: int = 11) -> None:

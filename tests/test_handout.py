@@ -76,6 +76,17 @@ def test_readme_names_only_what_the_handout_has(built):
     assert [path for path in links + scripts if not (handout / path).exists()] == []
 
 
+def test_sections_of_the_readme_that_the_code_names_exist(built):
+    # Messages like `see README.md, section "Homework data"` must lead somewhere in the student's README.
+    out, _ = built
+    handout = out / "handout"
+    headings = [line.lstrip("#").strip() for line in (handout / "README.md").read_text().splitlines()
+                if line.startswith("#")]
+    named = {m for path in handout.rglob("*.py") for m in
+             re.findall(r'README(?:\.md)?(?:,| section| in)*\s*\\?"([^"\\]+)\\?"', path.read_text())}
+    assert [name for name in named if not any(h.startswith(name) for h in headings)] == []
+
+
 def test_handout_pytest_ini_names_only_what_the_handout_has(built):
     out, _ = built
     ini = configparser.ConfigParser()

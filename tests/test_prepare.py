@@ -365,6 +365,30 @@ def test_cifar_archive_source_is_unpacked_and_classes_chosen(tmp_path, cache_cal
     assert cache_calls == [(out / "train" / "cat", 16), (out / "train" / "dog", 16)]
 
 
+def test_cifar_part2_classes_print_the_class_conditional_command(tmp_path, cache_calls, trust_batches, capsys):
+    # Part 2's reference homework: airplane, automobile and bird, one folder each, all 10 images of each.
+    trust_batches(make_cifar_batches(tmp_path / "input"))
+    out = tmp_path / "out"
+    cifar.main(["--source", str(tmp_path / "input"), "--out", str(out), "--classes", "airplane", "automobile", "bird"])
+
+    assert_cifar_written(out, ("airplane", "automobile", "bird"))
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["airplane", "automobile", "bird", "prepared.json"]
+    printed = capsys.readouterr().out
+    assert "done: 30 images in 3 classes" in printed
+    assert (f"python main.py --class_cond --data_path {out / 'train'} --classes airplane automobile bird"
+            in printed)
+
+
+def test_cifar_one_class_prints_only_the_unconditional_command(tmp_path, cache_calls, trust_batches, capsys):
+    trust_batches(make_cifar_batches(tmp_path / "input"))
+    out = tmp_path / "out"
+    cifar.main(["--source", str(tmp_path / "input"), "--out", str(out), "--classes", "cat"])
+
+    printed = capsys.readouterr().out
+    assert f"train with: python main.py --data_path {out / 'train'} --data_class cat" in printed
+    assert "--class_cond" not in printed
+
+
 def test_cifar_download_through_torchvision(tmp_path, cache_calls, trust_batches, monkeypatch, served):
     from torchvision.datasets import CIFAR10
 

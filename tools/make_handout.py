@@ -279,7 +279,8 @@ def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS)
     for name in files:
         _copy(root / name, out / name)
         if name.endswith(".md"):
-            (out / name).write_text(INSTRUCTOR_ONLY.sub("", (root / name).read_text()))
+            # Without a block, the blank lines around it would stack up: keep one.
+            (out / name).write_text(re.sub(r"\n{3,}", "\n\n", INSTRUCTOR_ONLY.sub("", (root / name).read_text())))
     if "pytest.ini" in files:
         tests = sorted(f for f in files if "/" not in f and fnmatch.fnmatch(f, "test_*.py"))
         (out / "pytest.ini").write_text(handout_pytest_ini((root / "pytest.ini").read_text(), tests))

@@ -2,6 +2,7 @@
 
     python data/cifar10/prepare.py                               # download (170 MB, once)
     python data/cifar10/prepare.py --classes cat dog
+    python data/cifar10/prepare.py --classes airplane automobile bird   # Part 2's three classes
     python data/cifar10/prepare.py --source /kaggle/input/cifar10-python
 
 CIFAR-10 (Krizhevsky 2009) holds 50,000 training images of 32x32 in ten classes (airplane,
@@ -13,6 +14,7 @@ official "python version" (cifar-10-batches-py/); this script writes
 and builds the uint8 cache the trainer reads (utils.load_image_folder) at --image_size. Train with
 
     python main.py --data_path data/cifar10/train --data_class cat
+    python main.py --class_cond --data_path data/cifar10/train --classes airplane automobile bird
 
 --source may be a folder that holds cifar-10-batches-py/ (a read-only Kaggle input is fine), that
 folder itself, or the archive cifar-10-python.tar.gz. Without --source the data is downloaded into
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     train = args.out / "train"
     print(f"done: {sum(counts.values())} images in {len(counts)} classes in {train}/<class>/")
     print(f"train with: python main.py --data_path {train} --data_class {next(iter(counts))}")
+    if len(counts) > 1:  # Part 2: one model for all of them, one label per class folder
+        print(f"or, class-conditional: python main.py --class_cond --data_path {train} --classes {' '.join(counts)}")
 
 
 if __name__ == "__main__":
