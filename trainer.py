@@ -30,13 +30,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime
 import enum
 import inspect
 import math
 import os
 import sys
 import time
+import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -54,6 +57,9 @@ from utils import UserError
 CHECKPOINT_FORMAT = "ddpm-homework-checkpoint-v1"
 # Fields that fix the network's shape: a checkpoint only loads into the same ones.
 ARCHITECTURE_FIELDS = ("image_size", "time_steps", "unet_dim", "unet_dim_mults")
+# Rank 0 samples, writes files and computes FID while the other ranks wait in their next
+# collective; NCCL's default of 10 minutes would end a run whose FID takes longer.
+DISTRIBUTED_TIMEOUT = datetime.timedelta(hours=2)
 DEMO_MESSAGE = ("No --data_path given: training on the built-in demo set ({n} procedural {s}x{s} images of "
                 "coloured shapes, no download). For the homework's data see README.md, section \"Homework data\".")
 
@@ -97,7 +103,7 @@ class TrainConfig:
     # device and speed
     device: str = "auto"
     amp: str = "auto"  # auto, fp16, bf16 or off
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: on for the CPU (measured), off on GPUs (unmeasured there)
     compile: bool = False
     data_on_device: bool = True
     fused_optimizer: bool | None = None  # None: on for CUDA
@@ -124,6 +130,7 @@ class Status(enum.Enum):
     DONE = "done"  # reached train_steps
     NONFINITE = "nonfinite"  # the loss or the weights became NaN or infinite; nothing saved after that
     INTERRUPTED = "interrupted"  # Ctrl-C; a checkpoint was saved if any step had been trained
+    WRITE_FAILED = "write_failed"  # a file could not be written even after retries; the last checkpoint is kept
 
 
 @dataclasses.dataclass
@@ -134,6 +141,7 @@ class FitResult:
     step: int  # optimizer steps done
     loss: float | None = None  # NONFINITE: the loss that was not finite
     checkpoint: Path | None = None  # the checkpoint to resume from, if there is one
+    message: str | None = None  # WRITE_FAILED: what could not be written, and why
 
 
 class Trainer:
@@ -155,6 +163,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.step = 0
+        self.saved_step: int | None = None  # the step of the last checkpoint this run wrote
         self.save_folder = Path(config.save_folder)
         self.checkpoint_path = self.save_folder / "model.pt"
         self._wandb = None
@@ -182,10 +191,13 @@ class Trainer:
         self.batches = self._make_batches(images[self.rank :: self.world_size], labels)
 
         self.model = self.make_model().to(self.device)
-        if config.channels_last:
+        # NHWC: faster convolutions on CPUs (oneDNN); on CUDA unmeasured for this model, so off by default.
+        self.channels_last = self.device.type == "cpu" if config.channels_last is None else config.channels_last
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        # The EMA's own counter stays on the CPU (we never move the wrapper), so reading it is free.
-        self.ema = AveragedModel(self.model, multi_avg_fn=self._ema_update, use_buffers=True)
+        # AveragedModel holds the EMA copy (ema.module) and its counter, which stays on the CPU; the
+        # update is ours (update_ema), since update_parameters copies that counter to the device every call.
+        self.ema = AveragedModel(self.model, use_buffers=True)
         self.optimizer = self._make_optimizer()
         self.amp_dtype = self._resolve_amp()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -216,7 +228,7 @@ class Trainer:
         if self.world_size > 1 and not dist.is_initialized():
             if self.device.type not in ("cuda", "cpu"):
                 raise UserError(f"--device {self.device.type}: multi-process training runs on CUDA or the CPU only")
-            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo", timeout=DISTRIBUTED_TIMEOUT)
             self._owns_process_group = True
         if self.config.batch_size % self.world_size:
             raise UserError(f"--batch_size {self.config.batch_size} counts all {self.world_size} processes together "
@@ -305,20 +317,29 @@ class Trainer:
         return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[choice]
 
     @torch.no_grad()
-    def _ema_update(self, ema_params: list[torch.Tensor], model_params: list[torch.Tensor], _count) -> None:
-        """ema <- decay * ema + (1 - decay) * model, the decay warmed up over the first steps.
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * model, the decay warmed up over the first steps; buffers are copied.
 
-        `self.step` counts the updates so far as a Python int, so this reads nothing from the device.
+        `self.step` is a Python int and the counter a CPU tensor, so the update only queues device
+        work: the host never waits for the device.
         """
-        decay = utils.ema_warmup_decay(self.config.ema_decay, self.step)
-        torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+        ema_params, model_params = list(self.ema.module.parameters()), list(self.model.parameters())
+        if self.step == 0:
+            torch._foreach_copy_(ema_params, model_params)
+        else:
+            decay = utils.ema_warmup_decay(self.config.ema_decay, self.step)
+            torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
+        ema_buffers, model_buffers = list(self.ema.module.buffers()), list(self.model.buffers())
+        if ema_buffers:  # constants for the diffusion schedule; the energy model's replay buffer
+            torch._foreach_copy_(ema_buffers, model_buffers)
+        self.ema.n_averaged += 1
 
     # ------------------------------------------------------------------ the step
 
     def next_batch(self) -> torch.Tensor:
         """[B, 3, S, S] float in [-1, 1] on the device: this process's next augmented batch."""
         batch = utils.augment(next(self.batches))
-        if self.config.channels_last:
+        if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
@@ -361,7 +382,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)  # fp16: skips the step if a gradient overflowed
         self.scaler.update()
-        self.ema.update_parameters(self.model)
+        self.update_ema()
         self.step += 1
         return loss.detach()
 
@@ -417,6 +438,51 @@ class Trainer:
         return utils.compute_fid(self.fid_metric, tqdm(batches, total=math.ceil(n / size), desc="FID: samples",
                                                         unit="batch", leave=False))
 
+    def evaluate(self) -> float | None:
+        """No training: write the sample grid (and with the config the denoising strip and FID) of
+        the weights as they are, e.g. just loaded from a checkpoint. Returns FID if computed."""
+        self.log(f"evaluating the model at step {self.step} (no training)")
+        return self._save_point(save_checkpoint=False)
+
+    # ------------------------------------------------------------------ the check before training
+
+    def check_model(self) -> None:
+        """Compute the loss of 2 training images (with its backward) and sample 2 images, on the device.
+
+        A tensor created on the wrong device or an output of the wrong shape then stops the run
+        within seconds, as one line naming the function, instead of at the first step or at the
+        first sample grid an hour later. The random state, the gradients and the weights are left
+        as they were (the data stream moves on by one batch).
+
+        Raises:
+            UserError: which function failed on which device, with the error and its line.
+        """
+        size = self.config.image_size
+        expected = (2, 3, size, size)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            batch = _first_rows(self.next_batch(), 2)  # a tensor, or a tuple such as (images, labels)
+            wrapped, self.wrapped_model = self.wrapped_model, self.model  # no DDP collective, no compiling here
+            try:
+                with _names_the_failure("forward", self.device):
+                    with self._autocast():
+                        loss = self.compute_loss(batch)
+                    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                        shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                        raise UserError(f"forward returned {shape} for a batch {list(expected)}; the loss must be a "
+                                        "scalar (0-dim) tensor: average over the batch and the pixels")
+                    loss.float().backward()
+            finally:
+                self.wrapped_model = wrapped
+                self.optimizer.zero_grad(set_to_none=True)
+            with _names_the_failure("sample", self.device):
+                images = self.sample(2)
+                if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
+                    shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+                    raise UserError(f"sample(2) returned {shape}; expected images {list(expected)}")
+                if images.device != self.device:
+                    raise UserError(f"sample(2) returned images on {images.device}, not on the model's device "
+                                    f"{self.device}: create x_T with the model's device")
+
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> Path:
@@ -431,15 +497,21 @@ class Trainer:
         }
         if self.class_names is not None:
             checkpoint["class_names"] = list(self.class_names)
-        try:
-            self.save_folder.mkdir(parents=True, exist_ok=True)
-            utils.atomic_torch_save(checkpoint, self.checkpoint_path)
-        except OSError as error:  # e.g. a full disk; the atomic write left any previous file whole
-            kept = (f"the previous {self.checkpoint_path} is kept; resume from it with --load_path "
-                    f"{self.checkpoint_path}" if self.checkpoint_path.exists() else "no checkpoint was kept")
-            raise UserError(f"--save_folder: could not write the step-{self.step} checkpoint to {self.save_folder} "
-                            f"({error.strerror or error}): free some space or choose another folder; {kept}") from None
+        self._write(self.checkpoint_path, lambda: utils.atomic_torch_save(checkpoint, self.checkpoint_path))
+        self.saved_step = self.step
         return self.checkpoint_path
+
+    def _write(self, path: Path, write: Callable[[], None]) -> None:
+        """Write one file into save_folder; a failing disk (a dropped Drive mount) is retried a few times.
+
+        Raises:
+            utils.WriteFailed: still failing after the retries (an old file at `path` stays whole).
+        """
+        def attempt() -> None:
+            self.save_folder.mkdir(parents=True, exist_ok=True)
+            write()
+
+        utils.write_with_retries(attempt, path)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Resume from a checkpoint of the same architecture: weights, EMA, optimizer, scaler, step.
@@ -527,7 +599,10 @@ class Trainer:
         except KeyboardInterrupt:
             bar.close()
             return self._interrupted(loss_sum, count)
-        except UserError:  # e.g. a full disk at a save: the message goes below a closed bar
+        except utils.WriteFailed as error:
+            bar.close()
+            return self._write_failed(error)
+        except UserError:
             bar.close()
             raise
         bar.close()
@@ -539,7 +614,7 @@ class Trainer:
         fused = self.optimizer.param_groups[0].get("fused")
         when = ("at the end" if c.save_and_sample_every >= c.train_steps
                 else f"every {c.save_and_sample_every} steps and at the end")
-        return (f"device {self.device} x {self.world_size} process(es) | amp {amp} | channels_last {_on(c.channels_last)} | "
+        return (f"device {self.device} x {self.world_size} process(es) | amp {amp} | channels_last {_on(self.channels_last)} | "
                 f"compile {_on(c.compile)} | data on device {_on(isinstance(self.batches, utils.DeviceBatches))} | "
                 f"fused Adam {_on(fused)}\n{self.describe_model()} | batch {c.batch_size} | {c.train_steps} steps | "
                 f"{when}: checkpoint and samples in {self.save_folder}/")
@@ -568,18 +643,14 @@ class Trainer:
             return []
         written = [self.save_checkpoint()] if save_checkpoint else []
         grid = self.save_folder / f"sample-{self.step}.png"
-        try:
-            self.save_folder.mkdir(parents=True, exist_ok=True)
-            utils.save_grid(self.sample(self.config.num_samples), grid)
-            written.append(grid)
-            if self.config.visualize:
-                strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
-                utils.save_denoising(self.sample_trajectory(self.config.visualize_samples), strip, gif)
-                written += [strip, gif]
-        except OSError as error:
-            saved = f"; the checkpoint {written[0]} was saved" if written else ""
-            raise UserError(f"--save_folder: could not write the step-{self.step} samples to {self.save_folder} "
-                            f"({error.strerror or error}): free some space or choose another folder{saved}") from None
+        images = self.sample(self.config.num_samples)
+        self._write(grid, lambda: utils.save_grid(images, grid))
+        written.append(grid)
+        if self.config.visualize:
+            strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
+            frames = self.sample_trajectory(self.config.visualize_samples)
+            self._write(strip, lambda: utils.save_denoising(frames, strip, gif))
+            written += [strip, gif]
         if self._wandb is not None:
             self._wandb.log({"samples": self._wandb.Image(str(grid))}, step=self.step)
         return written
@@ -600,15 +671,19 @@ class Trainer:
         if not self.is_main:
             return
         path = self.save_folder / "log.csv"
-        self.save_folder.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            writer = csv.writer(f)
-            extra = self.extra_log_values()
-            if new:
-                writer.writerow(["step", "loss", "steps_per_second", "fid", *extra])
-            writer.writerow([self.step, f"{loss:.6f}", f"{steps_per_second:.3f}", "" if fid is None else f"{fid:.4f}",
-                             *(f"{v:.6f}" for v in extra.values())])
+
+        extra = self.extra_log_values()
+
+        def append_row() -> None:
+            new = not path.exists()
+            with open(path, "a", newline="") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(["step", "loss", "steps_per_second", "fid", *extra])
+                writer.writerow([self.step, f"{loss:.6f}", f"{steps_per_second:.3f}", "" if fid is None else f"{fid:.4f}",
+                                 *(f"{v:.6f}" for v in extra.values())])
+
+        self._write(path, append_row)
         if self._wandb is not None:
             self._wandb.log({"loss": loss, "steps_per_second": steps_per_second, **extra}, step=self.step)
 
@@ -625,8 +700,22 @@ class Trainer:
     def _interrupted(self, loss_sum: torch.Tensor, count: int) -> FitResult:
         if self.world_size == 1 and ((count and not math.isfinite(loss_sum.item())) or not self._weights_finite()):
             return self._nonfinite(loss_sum.item() / max(count, 1))
-        saved = self.save_checkpoint() if self.is_main and self.step > 0 else None
+        try:
+            saved = self.save_checkpoint() if self.is_main and self.step > 0 else None
+        except utils.WriteFailed as error:
+            return self._write_failed(error)
         return FitResult(Status.INTERRUPTED, self.step, checkpoint=saved)
+
+    def _write_failed(self, error: utils.WriteFailed) -> FitResult:
+        if self.saved_step is not None:
+            kept, checkpoint = f"the checkpoint of step {self.saved_step} is kept", self.checkpoint_path
+        else:
+            try:
+                checkpoint = self.checkpoint_path if self.checkpoint_path.is_file() else None
+            except OSError:  # the folder itself is unreachable
+                checkpoint = None
+            kept = "the checkpoint written before is kept" if checkpoint else "no checkpoint had been written yet"
+        return FitResult(Status.WRITE_FAILED, self.step, checkpoint=checkpoint, message=f"{error}; {kept}")
 
     # ------------------------------------------------------------------ wandb and teardown
 
@@ -661,6 +750,45 @@ class Trainer:
             self._wandb = None
         if self._owns_process_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _first_rows(batch, n: int):
+    """The first n examples of a batch: a tensor [B, ...] or a tuple of them."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_first_rows(part, n) for part in batch)
+    return batch[:n]
+
+
+@contextlib.contextmanager
+def _names_the_failure(function: str, device: torch.device):
+    """Turn an error inside the model's code into one UserError line naming where it happened."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 (the student's code can raise anything)
+        raise UserError(_failure_line(function, device, error)) from None
+
+
+def _failure_line(function: str, device: torch.device, error: BaseException) -> str:
+    """`forward` fails on cuda:0: RuntimeError: ... (diffusion.py line 72, in extract; via forward > p_losses > ...)."""
+    here = Path(__file__).resolve().parent
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if Path(f.filename).resolve().parent == here and Path(f.filename).name != Path(__file__).name]
+    first_line = (str(error).strip().splitlines() or [""])[0][:300]
+    where = ""
+    if frames:
+        last = frames[-1]
+        chain, previous = [], None
+        for f in frames:  # diffusion.py forward > p_losses > unet.py forward > ...
+            name = Path(f.filename).name
+            chain.append(f.name if name == previous else f"{name} {f.name}")
+            previous = name
+        where = f" ({Path(last.filename).name} line {last.lineno}, in {last.name}; via {' > '.join(chain)})"
+        function = frames[0].name if frames[0].name in ("forward", "sample") else function
+    hint = (" Create every tensor on the device of the input (device=x.device), then check with pytest test_diffusion.py."
+            if "device" in first_line.lower() else " Check it with pytest test_diffusion.py.")
+    return (f"`{function}` fails on {device} before training: {type(error).__name__}: {first_line}{where}.{hint}")
 
 
 class ConditionalTrainer(Trainer):
@@ -715,7 +843,7 @@ class ConditionalTrainer(Trainer):
         """(x_0 [B, 3, S, S] float in [-1, 1], y [B] long in 0..K-1) on the device: the next augmented batch."""
         images, labels = next(self.batches)
         x_0 = utils.augment(images)
-        if self.config.channels_last:
+        if self.channels_last:
             x_0 = x_0.contiguous(memory_format=torch.channels_last)
         return x_0, labels
 
@@ -817,10 +945,16 @@ def _check_classes(path: Path, saved: list[str] | None, ours: list[str] | None) 
 
 
 def pick_device(choice: str, local_rank: int = 0) -> torch.device:
-    """--device: auto picks CUDA (this process's GPU under torchrun), else Apple MPS, else CPU."""
+    """--device: auto picks CUDA (this process's GPU under torchrun), else Apple MPS, else CPU.
+
+    Raises:
+        UserError: the device is not there, or this torch has no kernels for its GPU.
+    """
     if choice == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
+            device = torch.device("cuda", local_rank)
+            utils.check_gpu_supported(device)
+            return device
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -834,6 +968,10 @@ def pick_device(choice: str, local_rank: int = 0) -> torch.device:
         raise UserError(f"--device {choice}: Apple MPS is not available here; use --device auto or cpu")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {choice}: there is no GPU {device.index}, torch sees {torch.cuda.device_count()} "
+                        "(numbered from 0)")
+    utils.check_gpu_supported(device)
     return device
 
 

@@ -5,8 +5,9 @@
                                   to_model_range, augment, DeviceBatches, LoaderBatches
     images out                    to_uint8, save_grid, save_denoising, save_class_grid and
                                   save_guidance_figure (Part 2)
-    FID                           make_fid_metric, load_real_statistics, compute_fid
-    checkpoint files              atomic_torch_save
+    FID                           check_fid_installed, make_fid_metric, load_real_statistics, compute_fid
+    GPU checks                    check_gpu_supported
+    checkpoint files              atomic_torch_save, write_with_retries, WriteFailed
     EMA                           ema_warmup_decay
 
 Images live as uint8 tensors [N, 3, S, S] (S = image_size) from the disk to the training
@@ -22,6 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterable
@@ -456,6 +458,27 @@ def inception_weights(weights_path: str | None = None, timeout: float = 15.0) ->
     return cached
 
 
+def check_fid_installed() -> None:
+    """--fid with the Inception network needs torchmetrics and torch-fidelity: say so before training.
+
+    Raises:
+        UserError: names the missing package and how to get it, online and offline.
+    """
+    missing = []
+    for package, module in (("torch-fidelity", "torch_fidelity"), ("torchmetrics", "torchmetrics")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        packages = " ".join(missing)
+        raise UserError(
+            f"--fid needs the Python package{'s' * (len(missing) > 1)} {packages}, not installed: run "
+            f"`pip install {packages}` (on Kaggle with the internet off: turn the internet on in Settings, or attach "
+            f"a dataset holding the wheel{'s' * (len(missing) > 1)} and `pip install --no-index --find-links "
+            f"<that dataset> {packages}`), or run without --fid")
+
+
 def make_fid_metric(weights_path: str | None = None, feature: nn.Module | None = None):
     """torchmetrics' FrechetInceptionDistance on uint8 images, real statistics kept across resets.
 
@@ -463,6 +486,8 @@ def make_fid_metric(weights_path: str | None = None, feature: nn.Module | None =
         weights_path: Inception weights file (see `inception_weights`); unused with `feature`.
         feature: a custom feature extractor, uint8 [B, 3, H, W] -> [B, d]; None: the standard Inception network.
     """
+    if feature is None:
+        check_fid_installed()
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     # sync_on_compute=False: only rank 0 computes FID, so there are no other ranks to wait for.
@@ -522,6 +547,47 @@ def compute_fid(metric, fake_batches: Iterable[torch.Tensor]) -> float:
 
 
 # ----------------------------------------------------------------------------------------
+# GPU checks
+# ----------------------------------------------------------------------------------------
+
+def check_gpu_supported(device: torch.device, capability: tuple[int, int] | None = None,
+                        arch_list: list[str] | None = None, name: str | None = None) -> None:
+    """Stop now, in one line, when this torch build has no kernels for the GPU.
+
+    torch.cuda.is_available() is True on a GPU that the wheel was not compiled for (Kaggle's
+    P100, sm_60, on current wheels), and the first kernel then fails with a raw "no kernel image
+    is available". A cubin for sm_XY runs on GPUs of the same major version with minor >= Y;
+    PTX (compute_XY) is compiled by the driver for any GPU with capability >= XY.
+    `capability`, `arch_list` and `name` default to the real GPU's (tests pass their own).
+
+    Raises:
+        UserError: names the GPU, what this torch supports and what to pick instead.
+    """
+    if device.type != "cuda":
+        return
+    capability = capability or torch.cuda.get_device_capability(device)
+    arch_list = torch.cuda.get_arch_list() if arch_list is None else arch_list
+    if not arch_list:  # a build that does not say (e.g. ROCm): nothing to check against
+        return
+    device_cc = 10 * capability[0] + capability[1]
+
+    def runs_here(arch: str) -> bool:
+        kind, _, number = arch.partition("_")
+        code_cc = int(number.rstrip("af"))
+        if kind == "compute":
+            return code_cc <= device_cc
+        return code_cc // 10 == capability[0] and code_cc <= device_cc and (code_cc == device_cc or number.isdigit())
+
+    if any(runs_here(arch) for arch in arch_list):
+        return
+    name = name or torch.cuda.get_device_name(device)
+    raise UserError(
+        f"--device {device}: this torch {torch.__version__} has no GPU kernels for the {name} (compute capability "
+        f"{capability[0]}.{capability[1]}, sm_{device_cc}); it supports {' '.join(arch_list)}. Pick another GPU "
+        "(on Kaggle: Settings > Accelerator > GPU T4 x2, not P100; on Colab: T4), or run with --device cpu")
+
+
+# ----------------------------------------------------------------------------------------
 # Checkpoint files
 # ----------------------------------------------------------------------------------------
 
@@ -546,6 +612,34 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
+
+
+
+class WriteFailed(UserError):
+    """A file could not be written even after retries (a full disk, a dropped network mount)."""
+
+
+def write_with_retries(write: Callable[[], None], path: str | Path, tries: int = 3, first_wait: float = 2.0) -> None:
+    """Call `write()`; on an OSError wait and try again (2 s, then 4 s, ...), `tries` times in all.
+
+    A Google Drive or network mount can drop for a few seconds; a retry rides that out.
+
+    Raises:
+        WriteFailed: every try failed; one line naming `path`, the last error and the tries.
+    """
+    waited = 0.0
+    for attempt in range(tries):
+        try:
+            write()
+            return
+        except OSError as error:
+            last = error
+            if attempt + 1 < tries:
+                wait = first_wait * 2**attempt
+                time.sleep(wait)
+                waited += wait
+    reason = last.strerror or str(last) or type(last).__name__
+    raise WriteFailed(f"cannot write {path} ({reason}), tried {tries} times over {waited:.0f} s")
 
 
 # ----------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ writes, and checkpoints that move between single-process and multi-process runs.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,53 @@ def test_two_ranks_train_on_their_own_shards_with_averaged_gradients(tmp_path):
     script.write_text(CHECK_RANKS)
     result = torchrun(str(script), str(REPO), *TINY, "--save_folder", str(tmp_path))
     assert "rank 0 ok" in result.stdout and "rank 1 ok" in result.stdout
+
+
+SLOW_SAVE = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import main, trainer
+
+    real = trainer.Trainer.save_and_sample
+
+    def slow_on_rank_0(self, *args, **kwargs):  # rank 0 busy sampling while rank 1 waits in a collective
+        if self.is_main and self.step >= 4:
+            print("rank 0 is sampling", flush=True)
+            time.sleep(120)
+        return real(self, *args, **kwargs)
+
+    trainer.Trainer.save_and_sample = slow_on_rank_0
+    code = main.main(sys.argv[2:])
+    print(f"rank {os.environ['RANK']} exits with {code}", flush=True)
+    sys.exit(code)
+""")
+
+
+def test_ctrl_c_under_torchrun_stops_every_rank_and_saves_once(tmp_path):
+    """Ctrl-C in a terminal signals torchrun and both ranks while rank 0 samples and rank 1 waits for it."""
+    script = tmp_path / "slow_save.py"
+    script.write_text(SLOW_SAVE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("WANDB_PROJECT", None)
+    process = subprocess.Popen([*TORCHRUN, str(script), str(REPO), *TINY, "--save_folder", str(tmp_path),
+                                "--train_steps", "1000", "--save_and_sample_every", "2"],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "rank 0 is sampling" in line:
+                break
+        time.sleep(2)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    out = "".join(lines) + out
+    assert "rank 0 exits with 130" in out and "rank 1 exits with 130" in out, out
+    assert out.count("interrupted at step 4; saved") == 1 and "torchrun --nproc_per_node=2 main.py" in out
+    for error in ["KeyboardInterrupt", "RuntimeError", "DistBackendError", "timed out"]:
+        assert error not in out, out  # (torchrun's own SignalException is the launcher's, not a rank's)
+    assert load(tmp_path / "model.pt")["step"] == 4
