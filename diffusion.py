@@ -329,28 +329,30 @@ class ConditionalGaussianDiffusion(GaussianDiffusion):
         return torch.rand(shape, device=device)
 
     def check_labels(self, y, device: torch.device | str | None = None) -> torch.Tensor:
-        """Validate labels on the CPU and return them as a [B] long tensor on `device`.
+        """Validate labels and return them as a [B] long tensor on `device`.
 
         Accepts a list of ints or a 1-D integer tensor. A label outside 0..K (K = the null label)
         raises ValueError here, before it reaches the network: on a GPU, an embedding lookup with
         such a label stops the process with an unreadable device-side assert. Labels already on a
-        GPU are copied to the CPU for the check (one synchronisation per call).
+        GPU are checked for type and shape only, since reading their values would make the host
+        wait for the GPU at every training step (the trainer checks its labels once, at loading).
         """
         wrong = "labels must be a 1-D list or tensor of ints"
         if isinstance(y, torch.Tensor):
-            labels = y.detach().cpu()
+            labels = y.detach()
         elif isinstance(y, (list, tuple, range)) and all(isinstance(v, int) and not isinstance(v, bool) for v in y):
             labels = torch.tensor(list(y), dtype=torch.long)
         else:
             raise ValueError(f"{wrong}, got {y!r}"[:200])
         if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"{wrong}, got {labels.dtype} of shape {list(labels.shape)}")
-        bad = (labels < 0) | (labels > self.null_label)
-        if bad.any():
-            raise ValueError(f"label {int(labels[bad][0])} is outside 0..{self.null_label}: classes are "
-                             f"0..{self.num_classes - 1} and {self.null_label} is the null label")
+        if labels.device.type == "cpu":
+            bad = (labels < 0) | (labels > self.null_label)
+            if bad.any():
+                raise ValueError(f"label {int(labels[bad][0])} is outside 0..{self.null_label}: classes are "
+                                 f"0..{self.num_classes - 1} and {self.null_label} is the null label")
         device = self.device if device is None else device
-        return (y if isinstance(y, torch.Tensor) else labels).to(device=device, dtype=torch.long)
+        return labels.to(device=device, dtype=torch.long)
 
     # ------------------------------------------------------------------
     # Algorithm 1 with label dropout

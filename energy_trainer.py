@@ -75,7 +75,8 @@ class EnergyTrainer(Trainer):
         written = super().save_and_sample(save_checkpoint)
         if self.is_main:
             path = self.save_folder / f"buffer-{self.step}.png"
-            utils.save_grid((self.model.replay[: self.config.num_samples] + 1) / 2, path)
+            replay = (self.model.replay[: self.config.num_samples] + 1) / 2
+            self._write(path, lambda: utils.save_grid(replay, path))
             written.append(path)
         return written
 

@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import warnings
@@ -373,7 +374,15 @@ def _short_warning(message, category, filename, lineno, file=None, line=None):
     (file or sys.stderr).write(f"warning: {message}\n")
 
 
+def _stop_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # A run started in the background (nohup, `&`) inherits SIGINT ignored, and a notebook or a
+    # job scheduler stops with SIGTERM: both should save and print the resume command like Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     warnings.showwarning = _short_warning  # our warnings are for the user: one line, no source location
     if os.environ.get("RANK", "0") != "0":
         warnings.simplefilter("ignore")  # under torchrun, rank 0 speaks for all

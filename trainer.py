@@ -916,17 +916,20 @@ class ConditionalTrainer(Trainer):
         y = self.rows.repeat_interleave(per_row)  # class-major: a row of each class
         for w in c.guidance:
             grid = self.save_folder / f"sample-w{w:g}-{self.step}.png"
-            utils.save_class_grid(self.sample_classes(y, w, c.threshold[0], seed=c.seed), len(self.rows), grid)
+            images = self.sample_classes(y, w, c.threshold[0], seed=c.seed)
+            self._write(grid, lambda: utils.save_class_grid(images, len(self.rows), grid))
             written.append(grid)
         y = self.rows.repeat_interleave(self.FIGURE_SAMPLES)
         panels = {method: torch.stack([self.sample_classes(y, w, method, seed=c.seed).unflatten(0, (len(self.rows), -1))
                                        for w in c.guidance]) for method in c.threshold}  # [W, K, n, 3, S, S] each
         figure = self.save_folder / f"guidance-{self.step}.png"
-        utils.save_guidance_figure(panels, [self.class_names[k] for k in self.rows], c.guidance, figure)
+        self._write(figure, lambda: utils.save_guidance_figure(panels, [self.class_names[k] for k in self.rows],
+                                                               c.guidance, figure))
         written.append(figure)
         if c.visualize:
             strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
-            utils.save_denoising(self.sample_trajectory(c.visualize_samples), strip, gif)
+            frames = self.sample_trajectory(c.visualize_samples)
+            self._write(strip, lambda: utils.save_denoising(frames, strip, gif))
             written += [strip, gif]
         if self._wandb is not None:
             self._wandb.log({"guidance": self._wandb.Image(str(figure))}, step=self.step)
