@@ -917,7 +917,7 @@ class ConditionalTrainer(Trainer):
         for w in c.guidance:
             grid = self.save_folder / f"sample-w{w:g}-{self.step}.png"
             images = self.sample_classes(y, w, c.threshold[0], seed=c.seed)
-            self._write(grid, lambda: utils.save_class_grid(images, len(self.rows), grid))
+            self._write(grid, lambda images=images, grid=grid: utils.save_class_grid(images, len(self.rows), grid))
             written.append(grid)
         y = self.rows.repeat_interleave(self.FIGURE_SAMPLES)
         panels = {method: torch.stack([self.sample_classes(y, w, method, seed=c.seed).unflatten(0, (len(self.rows), -1))
