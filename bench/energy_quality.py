@@ -6,8 +6,11 @@ feature extractor: the images average-pooled to 8x8 (192 numbers). The result is
 between Gaussians fitted to those pixel features; it is NOT FID and not comparable with published
 numbers, only between rows of its own table. For scale it also prints the distance of held-out
 real images (a floor) and of uniform noise (a ceiling), and the mean energy of each set.
+--compare_with adds a row for a Part 1 diffusion checkpoint's samples (Algorithm 2, EMA weights),
+measured by the same code: train both for the same wall-clock time to compare the two methods.
 
     python bench/energy_quality.py --checkpoint results/model.pt --data ../shared/data/cifar10-cat/train/cat
+    python bench/energy_quality.py --checkpoint ebm/model.pt --data ... --compare_with ddpm/model.pt
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import serve  # noqa: E402 (its load_model reads any main.py checkpoint)
 import utils  # noqa: E402
 from energy import EnergyModel, EnergyNet  # noqa: E402
 
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="the folder of training images (one class)")
     parser.add_argument("--samples", type=int, default=500, help="images in every row (sampled, held out, buffer)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare_with", type=Path, action="append", default=[],
+                        help="a Part 1 diffusion model.pt: its samples get a row too (repeatable)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     model = load_model(args.checkpoint, use_ema=True)
@@ -79,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     samples = torch.cat([model.sample(min(100, args.samples - i)) for i in range(0, args.samples, 100)])
     rows[f"sample(): {model.sample_steps} Langevin steps from noise, EMA weights"] = samples
+    for path in args.compare_with:
+        diffusion = serve.load_model(str(path), path.parent.name, torch.device("cpu")).diffusion
+        with torch.no_grad():
+            images = torch.cat([diffusion.sample(min(100, args.samples - i)) for i in range(0, args.samples, 100)])
+        step = torch.load(path, map_location="cpu", weights_only=True)["step"]
+        rows[f"diffusion {path} (step {step}): Algorithm 2, {diffusion.num_timesteps} steps, EMA weights"] = images
     print(f"checkpoint {args.checkpoint} (step {torch.load(args.checkpoint, map_location='cpu', weights_only=True)['step']})")
     print("| images | n | Frechet distance, 8x8 pixels (not FID) | mean energy (EMA weights) |")
     print("| --- | ---: | ---: | ---: |")

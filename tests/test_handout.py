@@ -66,6 +66,12 @@ def test_readme_keeps_student_sections_and_drops_instructor_only_ones(built):
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in handout
 
 
+@pytest.mark.parametrize("parts", [(1,), (2,), (3,)])
+def test_each_part_s_readme_is_short(parts):
+    readme = make_handout.student_markdown((ROOT / "README.md").read_text(), parts)
+    assert len(readme.splitlines()) < 250, f"the README of a Part {parts[0]} handout: a student reads it in ten minutes"
+
+
 def test_readme_names_only_what_the_handout_has(built):
     out, _ = built
     handout = out / "handout"

@@ -298,16 +298,20 @@ def handout_pytest_ini(source: str, test_files: list[str]) -> str:
     return ini if count else ini.replace("[pytest]\n", "[pytest]\n" + line, 1)
 
 
+def student_markdown(text: str, parts: tuple[int, ...] = DEFAULT_PARTS) -> str:
+    """Markdown as the handout of `parts` has it: no instructor-only blocks, only the handed-out parts' blocks."""
+    text = INSTRUCTOR_ONLY.sub("", text)
+    text = PART_ONLY.sub(lambda m: m.group(2) if int(m.group(1)) in parts else "", text)
+    return re.sub(r"\n{3,}", "\n\n", text)  # without a block, the blank lines around it would stack up: keep one
+
+
 def build_handout(root: Path, out: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
     functions = {n: part_functions(root, PARTS[n]) for n in parts}
     files = handout_files(root, parts)
     for name in files:
         _copy(root / name, out / name)
         if name.endswith(".md"):
-            text = INSTRUCTOR_ONLY.sub("", (root / name).read_text())
-            text = PART_ONLY.sub(lambda m: m.group(2) if int(m.group(1)) in parts else "", text)
-            # Without a block, the blank lines around it would stack up: keep one.
-            (out / name).write_text(re.sub(r"\n{3,}", "\n\n", text))
+            (out / name).write_text(student_markdown((root / name).read_text(), parts))
     if "pytest.ini" in files:
         tests = sorted(f for f in files if "/" not in f and fnmatch.fnmatch(f, "test_*.py"))
         (out / "pytest.ini").write_text(handout_pytest_ini((root / "pytest.ini").read_text(), tests))
