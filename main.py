@@ -315,7 +315,8 @@ def resume_command(argv: list[str], checkpoint: Path, world_size: int) -> str:
     return shlex.join([*launcher, "main.py", *argv, "--load_path", str(checkpoint)])
 
 
-EXIT_CODES = {Status.DONE: 0, Status.NONFINITE: 1, Status.INTERRUPTED: 130, Status.WRITE_FAILED: 1}
+# A file that cannot be written (a full disk, a dropped mount) is the user's to fix, like bad input: 2.
+EXIT_CODES = {Status.DONE: 0, Status.NONFINITE: 1, Status.INTERRUPTED: 130, Status.WRITE_FAILED: 2}
 
 
 def report(result: FitResult, argv: list[str], world_size: int) -> None:
@@ -366,7 +367,7 @@ def train(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: returns the exit code (0 done, 1 NaN loss, 2 bad input, 130 Ctrl-C)."""
+    """The command line: returns the exit code (0 done, 1 NaN loss, 2 bad input or an unwritable file, 130 Ctrl-C)."""
     return run_command_line(train, sys.argv[1:] if argv is None else list(argv))
 
 

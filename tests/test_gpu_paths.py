@@ -314,7 +314,7 @@ def test_a_failing_checkpoint_write_is_retried_then_stops_in_one_line_keeping_th
     monkeypatch.setattr(utils, "atomic_torch_save", drive_drops_after_step_2)
     code = main.main([*TINY, "--save_folder", str(tmp_path), "--train_steps", "8", "--save_and_sample_every", "2"])
     err = error_lines(capsys.readouterr().err)
-    assert code == 1 and waits == [2.0, 4.0]
+    assert code == 2 and waits == [2.0, 4.0]
     assert len(err) == 1 and err[0].startswith(f"error: cannot write {tmp_path / 'model.pt'} (Transport endpoint is "
                                                "not connected), tried 3 times over 6 s; the checkpoint of step 2 is kept")
     assert "stopped at step 4: when the folder is writable again, resume with python main.py" in err[0]
@@ -337,7 +337,7 @@ def test_a_failing_log_write_is_reported_the_same_way(tmp_path, monkeypatch, cap
     code = main.main([*TINY, "--save_folder", str(tmp_path), "--train_steps", "4", "--save_and_sample_every", "1"])
     monkeypatch.undo()
     err = error_lines(capsys.readouterr().err)
-    assert code == 1 and len(err) == 1
+    assert code == 2 and len(err) == 1
     assert err[0].startswith(f"error: cannot write {tmp_path / 'log.csv'} (No space left on device), tried 3 times")
     assert "the checkpoint of step 1 is kept; stopped at step 1" in err[0]
 
