@@ -34,8 +34,9 @@ try:
     import torch
     from torch import nn
 
+    from conditional_trainer import ConditionalTrainer
     from diffusion import GaussianDiffusion
-    from trainer import ConditionalTrainer, FitResult, Status, TrainConfig, Trainer
+    from trainer import FitResult, Status, TrainConfig, Trainer
     from utils import CommandLineParser, UserError, run_command_line
 except KeyboardInterrupt:  # Ctrl-C while torch loads: one line, not an import traceback
     print("interrupted before training started; nothing was saved", file=sys.stderr)

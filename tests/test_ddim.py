@@ -219,7 +219,8 @@ def test_conditional_eta_one_is_parts_two_ancestral_sampler(one_thread, w, thres
 
 
 def test_conditional_trainer_samples_grids_with_ddim(one_thread, tmp_path):
-    from trainer import ConditionalTrainer, TrainConfig
+    from conditional_trainer import ConditionalTrainer
+    from trainer import TrainConfig
 
     config = TrainConfig(image_size=8, unet_dim=8, unet_dim_mults=[1, 2], time_steps=T, demo_images=8, batch_size=4,
                          device="cpu", channels_last=False, save_folder=str(tmp_path), class_cond=True,
