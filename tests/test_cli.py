@@ -17,6 +17,8 @@ import main
 import utils
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+import make_handout  # the handout as students get it
 
 HOMEWORK_FLAGS = ["--data_path", "--data_class", "--image_size", "--batch_size", "--time_steps", "--unet_dim",
                   "--unet_dim_mults", "--learning_rate", "--train_steps", "--save_and_sample_every", "--save_folder",
@@ -134,33 +136,27 @@ def test_unwritten_functions_are_named_in_one_line(tmp_path, capsys, monkeypatch
     assert not (tmp_path / "results").exists()  # stopped before any start-up work
 
 
-def stub_out_solutions(source: str) -> str:
-    """diffusion.py as the handout ships it: each solution block replaced by a NotImplementedError."""
-    out, function, skipping = [], None, False
-    for line in source.splitlines(keepends=True):
-        if line.lstrip().startswith("def "):
-            function = line.split("def ", 1)[1].split("(", 1)[0]
-        if line.strip() == "# BEGIN SOLUTION":
-            skipping = True
-            indent = line[: len(line) - len(line.lstrip())]
-            out.append(f'{indent}raise NotImplementedError("{function}: not implemented yet")\n')
-        elif line.strip() == "# END SOLUTION":
-            skipping = False
-        elif not skipping:
-            out.append(line)
-    return "".join(out)
-
-
-def test_the_stub_handout_says_which_functions_to_write_without_a_traceback(tmp_path):
-    for path in REPO.glob("*.py"):  # the handout's top level: every .py file, with diffusion.py stubbed below
-        (tmp_path / path.name).write_text(path.read_text())
-    (tmp_path / "diffusion.py").write_text(stub_out_solutions((REPO / "diffusion.py").read_text()))
+@pytest.mark.parametrize("parts", [(1,), (1, 2, 3)])
+def test_the_stub_handout_says_which_functions_to_write_without_a_traceback(tmp_path, parts):
+    """The handout as make_handout builds it (Part 1 alone: without Part 2's class and files)."""
+    make_handout.build_handout(REPO, tmp_path, parts)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "main.py", "--train_steps", "300"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=120, env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("error: " + main.unwritten_message(list(main.HOMEWORK_FUNCTIONS)))
     assert "q_sample, p_losses, forward, p_sample, p_sample_loop and sample" in result.stderr
+
+
+def test_a_part_1_handout_says_part_2_is_not_there(tmp_path):
+    make_handout.build_handout(REPO, tmp_path, (1,))
+    assert not (tmp_path / "conditional_trainer.py").exists() and not (tmp_path / "energy_trainer.py").exists()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for flags, says in ((["--class_cond"], "--class_cond: Part 2"), (["--model", "ebm"], "--model ebm: energy")):
+        result = subprocess.run([sys.executable, "main.py", *flags, "--train_steps", "1"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.strip().startswith("error: " + says), result.stderr
 
 
 def test_ctrl_c_during_start_up_is_one_line(tmp_path, capsys, monkeypatch):

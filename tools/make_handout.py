@@ -70,7 +70,7 @@ class Part:
 PARTS = {
     1: Part(1, "GaussianDiffusion", "test_diffusion.py", "data/reference/public.pt", "tools/reference/hidden.pt"),
     2: Part(2, "ConditionalGaussianDiffusion", "test_conditional.py", "data/reference/public_conditional.pt",
-            "tools/reference/hidden_conditional.pt"),
+            "tools/reference/hidden_conditional.pt", extra=("conditional_trainer.py",)),
     3: Part(3, "EnergyModel", "test_energy.py", "data/reference/public_energy.pt", "tools/reference/hidden_energy.pt",
             source="energy.py", extra=("energy_trainer.py",)),
 }
@@ -162,9 +162,9 @@ def handout_files(root: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> list[st
     """The files of the handout of `parts`: a part's test file and references ship only with it."""
     chosen = []
     other_parts = {f for n, p in PARTS.items() if n not in parts for f in (p.tests, p.public, p.hidden)}
-    # a later part in a file of its own is left out with its files (an earlier one is provided)
-    other_parts |= {f for n, p in PARTS.items() if n > max(parts) and p.source != "diffusion.py"
-                    for f in (p.source, *p.extra)}
+    # a later part's own files are left out (an earlier part's are provided), its source too unless diffusion.py
+    other_parts |= {f for n, p in PARTS.items() if n > max(parts)
+                    for f in ((p.source,) if p.source != "diffusion.py" else ()) + p.extra}
     for path in repo_files(root):
         pieces = path.split("/")
         if pieces[0] in NEVER_DIRS or any(fnmatch.fnmatch(pieces[-1], n) for n in NEVER_NAMES) or path in other_parts:
