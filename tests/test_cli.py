@@ -18,7 +18,7 @@ import utils
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
-import make_handout  # the handout as students get it
+import make_handout  # noqa: E402 (the handout as students get it)
 
 HOMEWORK_FLAGS = ["--data_path", "--data_class", "--image_size", "--batch_size", "--time_steps", "--unet_dim",
                   "--unet_dim_mults", "--learning_rate", "--train_steps", "--save_and_sample_every", "--save_folder",
