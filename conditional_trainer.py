@@ -32,6 +32,7 @@ class ConditionalTrainer(Trainer):
     """
 
     FIGURE_SAMPLES = 4  # samples per (class, w) cell of the guidance figure
+    TEST_FILE = "test_conditional.py"
 
     def __init__(self, config: TrainConfig):
         super().__init__(config)

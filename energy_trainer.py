@@ -32,6 +32,8 @@ LOGGED_FAKES = 256
 class EnergyTrainer(Trainer):
     """A Trainer for energy.py's EnergyModel (config.model == "ebm")."""
 
+    TEST_FILE = "test_energy.py"
+
     architecture_fields = ENERGY_ARCHITECTURE_FIELDS
 
     def make_model(self) -> torch.nn.Module:

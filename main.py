@@ -249,41 +249,75 @@ def check_save_folder(folder: str) -> None:
 
 
 class _ZeroNoisePredictor(nn.Module):
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return torch.zeros_like(x)
 
 
-def unwritten_functions() -> list[str]:
-    """The homework functions in diffusion.py that still raise NotImplementedError.
+# Each part's homework functions (in its tests' order), the file that holds them and the tests that check them.
+PART_FUNCTIONS = {
+    "diffusion": (HOMEWORK_FUNCTIONS, "diffusion.py", "test_diffusion.py"),
+    "conditional": (("drop_labels", "p_losses", "forward", "guided_noise", "threshold", "p_sample", "p_sample_loop",
+                     "sample"), "diffusion.py", "test_conditional.py"),
+    "ebm": (("langevin_step", "langevin_sample", "loss", "sample_buffer", "update_buffer", "forward", "sample"),
+            "energy.py", "test_energy.py"),
+}
 
-    Calls each one on a 2-step toy model (4x4 images): a stub raises NotImplementedError naming
-    itself, and a written function that calls a stub names that stub. Other errors are left to
-    test_diffusion.py.
-    """
-    toy = GaussianDiffusion(_ZeroNoisePredictor(), image_size=4, channels=3, timesteps=2)
+
+def _probe_calls(part: str) -> dict:
+    """One call of each of the part's functions on a toy model (4x4 or 8x8 images, 2 steps)."""
     x, t = torch.zeros(1, 3, 4, 4), torch.zeros(1, dtype=torch.long)
-    calls = {"q_sample": lambda: toy.q_sample(x, t, x), "p_losses": lambda: toy.p_losses(x, t, x),
-             "forward": lambda: toy(x), "p_sample": lambda: toy.p_sample(x, t, 0),
-             "p_sample_loop": lambda: toy.p_sample_loop(x), "sample": lambda: toy.sample(1)}
+    if part == "diffusion":
+        toy = GaussianDiffusion(_ZeroNoisePredictor(), image_size=4, channels=3, timesteps=2)
+        return {"q_sample": lambda: toy.q_sample(x, t, x), "p_losses": lambda: toy.p_losses(x, t, x),
+                "forward": lambda: toy(x), "p_sample": lambda: toy.p_sample(x, t, 0),
+                "p_sample_loop": lambda: toy.p_sample_loop(x), "sample": lambda: toy.sample(1)}
+    if part == "conditional":
+        from diffusion import ConditionalGaussianDiffusion
+
+        toy = ConditionalGaussianDiffusion(_ZeroNoisePredictor(), image_size=4, num_classes=2, channels=3, timesteps=2)
+        y = torch.zeros(1, dtype=torch.long)
+        return {"drop_labels": lambda: toy.drop_labels(y), "p_losses": lambda: toy.p_losses(x, t, x, y),
+                "forward": lambda: toy(x, y), "guided_noise": lambda: toy.guided_noise(x, t, y, 1.0),
+                "threshold": lambda: toy.threshold(x, "dynamic"), "p_sample": lambda: toy.p_sample(x, t, 0, y),
+                "p_sample_loop": lambda: toy.p_sample_loop(x, y), "sample": lambda: toy.sample([0])}
+    from energy import EnergyModel, EnergyNet
+
+    toy = EnergyModel(EnergyNet(3, 4), image_size=8, langevin_steps=1, buffer_size=4, sample_steps=1)
+    images = torch.zeros(2, 3, 8, 8)
+    return {"langevin_step": lambda: toy.langevin_step(images), "langevin_sample": lambda: toy.langevin_sample(images, 1),
+            "loss": lambda: toy.loss(images, images), "sample_buffer": lambda: toy.sample_buffer(2),
+            "update_buffer": lambda: toy.update_buffer(images, torch.tensor([0, 1])), "forward": lambda: toy(images),
+            "sample": lambda: toy.sample(2)}
+
+
+def unwritten_functions(part: str = "diffusion") -> list[str]:
+    """The homework functions of `part` (diffusion, conditional or ebm) that still raise NotImplementedError.
+
+    Calls each one on a toy model: a stub raises NotImplementedError naming itself, and a written
+    function that calls a stub names that stub. Other errors are left to the part's tests.
+    """
+    functions = PART_FUNCTIONS[part][0]
     unwritten = set()
     with torch.random.fork_rng(devices=[]):  # the probe must not move the training run's random stream
-        for name, call in calls.items():
+        for name, call in _probe_calls(part).items():
             try:
                 call()
             except NotImplementedError as error:
                 named = str(error).split(":")[0]
-                unwritten.add(named if named in calls else name)
-            except Exception:  # noqa: BLE001 (a written function's bugs are for test_diffusion.py to report)
+                unwritten.add(named if named in functions else name)
+            except Exception:  # noqa: BLE001 (a written function's bugs are for the part's tests to report)
                 pass
-    return [name for name in HOMEWORK_FUNCTIONS if name in unwritten]
+    return [name for name in functions if name in unwritten]
 
 
-def unwritten_message(names: list[str]) -> str:
+def unwritten_message(names: list[str], part: str = "diffusion") -> str:
     """One line naming the unwritten functions and the command that checks them."""
+    functions, source, tests = PART_FUNCTIONS[part]
     listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
     verb, them = ("are", "them") if len(names) > 1 else ("is", "it")
-    return (f"diffusion.py: {listed} {verb} not written yet; write {them} first and check with "
-            f"`pytest test_diffusion.py` (training needs all {len(HOMEWORK_FUNCTIONS)})")
+    where = f"{source} (Part 2)" if part == "conditional" else source
+    return (f"{where}: {listed} {verb} not written yet; write {them} first and check with "
+            f"`pytest {tests}` (training needs all {len(functions)})")
 
 
 def trainer_class(model: str, class_cond: bool) -> type[Trainer]:
@@ -354,9 +388,10 @@ def train(argv: list[str]) -> int:
     try:
         args = parse_args(argv)
         trainer_class(args.model, args.class_cond)  # a part missing from this handout says so first
-        unwritten = unwritten_functions() if args.model != "ebm" else []
+        part = "ebm" if args.model == "ebm" else "conditional" if args.class_cond else "diffusion"
+        unwritten = unwritten_functions(part)
         if unwritten:
-            raise UserError(unwritten_message(unwritten))
+            raise UserError(unwritten_message(unwritten, part))
         check_save_folder(args.save_folder)
         trainer = build_trainer(args)
         trainer.check_model()  # a device or shape bug in the model fails here, in seconds

@@ -154,6 +154,8 @@ class Trainer:
         optimizer, scaler, device, step (optimizer steps done), rank, world_size, is_main.
     """
 
+    TEST_FILE = "test_diffusion.py"  # the tests of the functions this trainer runs, named in its errors
+
     architecture_fields = ("model", *ARCHITECTURE_FIELDS)
 
     def __init__(self, config: TrainConfig):
@@ -463,7 +465,7 @@ class Trainer:
             batch = _first_rows(self.next_batch(), 2)  # a tensor, or a tuple such as (images, labels)
             wrapped, self.wrapped_model = self.wrapped_model, self.model  # no DDP collective, no compiling here
             try:
-                with _names_the_failure("forward", self.device):
+                with _names_the_failure("forward", self.device, self.TEST_FILE):
                     with self._autocast():
                         loss = self.compute_loss(batch)
                     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
@@ -474,7 +476,7 @@ class Trainer:
             finally:
                 self.wrapped_model = wrapped
                 self.optimizer.zero_grad(set_to_none=True)
-            with _names_the_failure("sample", self.device):
+            with _names_the_failure("sample", self.device, self.TEST_FILE):
                 images = self.sample(2)
                 if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
                     shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -760,17 +762,17 @@ def _first_rows(batch, n: int):
 
 
 @contextlib.contextmanager
-def _names_the_failure(function: str, device: torch.device):
+def _names_the_failure(function: str, device: torch.device, tests: str):
     """Turn an error inside the model's code into one UserError line naming where it happened."""
     try:
         yield
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 (the student's code can raise anything)
-        raise UserError(_failure_line(function, device, error)) from None
+        raise UserError(_failure_line(function, device, error, tests)) from None
 
 
-def _failure_line(function: str, device: torch.device, error: BaseException) -> str:
+def _failure_line(function: str, device: torch.device, error: BaseException, tests: str = "test_diffusion.py") -> str:
     """`forward` fails on cuda:0: RuntimeError: ... (diffusion.py line 72, in extract; via forward > p_losses > ...)."""
     here = Path(__file__).resolve().parent
     frames = [f for f in traceback.extract_tb(error.__traceback__)
@@ -786,8 +788,8 @@ def _failure_line(function: str, device: torch.device, error: BaseException) -> 
             previous = name
         where = f" ({Path(last.filename).name} line {last.lineno}, in {last.name}; via {' > '.join(chain)})"
         function = frames[0].name if frames[0].name in ("forward", "sample") else function
-    hint = (" Create every tensor on the device of the input (device=x.device), then check with pytest test_diffusion.py."
-            if "device" in first_line.lower() else " Check it with pytest test_diffusion.py.")
+    hint = (f" Create every tensor on the device of the input (device=x.device), then check with pytest {tests}."
+            if "device" in first_line.lower() else f" Check it with pytest {tests}.")
     return (f"`{function}` fails on {device} before training: {type(error).__name__}: {first_line}{where}.{hint}")
 
 

@@ -136,16 +136,24 @@ def test_unwritten_functions_are_named_in_one_line(tmp_path, capsys, monkeypatch
     assert not (tmp_path / "results").exists()  # stopped before any start-up work
 
 
-@pytest.mark.parametrize("parts", [(1,), (1, 2, 3)])
-def test_the_stub_handout_says_which_functions_to_write_without_a_traceback(tmp_path, parts):
+@pytest.mark.parametrize("parts, flags, part, says", [
+    ((1,), [], "diffusion", "diffusion.py: q_sample, p_losses, forward, p_sample, p_sample_loop and sample are not"),
+    ((1, 2, 3), [], "diffusion", "diffusion.py: q_sample, p_losses, forward, p_sample, p_sample_loop and sample"),
+    ((2,), ["--class_cond"], "conditional", "diffusion.py (Part 2): drop_labels, p_losses, forward, guided_noise, "
+                                            "threshold, p_sample, p_sample_loop and sample are not written yet"),
+    ((3,), ["--model", "ebm"], "ebm", "energy.py: langevin_step, langevin_sample, loss, sample_buffer, "
+                                      "update_buffer, forward and sample are not written yet"),
+])
+def test_the_stub_handout_says_which_functions_to_write_without_a_traceback(tmp_path, parts, flags, part, says):
     """The handout as make_handout builds it (Part 1 alone: without Part 2's class and files)."""
     make_handout.build_handout(REPO, tmp_path, parts)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "main.py", "--train_steps", "300"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120, env=env)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == ("error: " + main.unwritten_message(list(main.HOMEWORK_FUNCTIONS)))
-    assert "q_sample, p_losses, forward, p_sample, p_sample_loop and sample" in result.stderr
+    result = subprocess.run([sys.executable, "main.py", *flags, "--train_steps", "300"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    names = list(main.PART_FUNCTIONS[part][0])
+    assert result.stderr.strip() == ("error: " + main.unwritten_message(names, part))
+    assert says in result.stderr and "pytest " + main.PART_FUNCTIONS[part][2] in result.stderr
 
 
 def test_a_part_1_handout_says_part_2_is_not_there(tmp_path):
