@@ -23,6 +23,10 @@ COLOURS = {"zebra": (230, 20, 20), "ant": (20, 230, 20), "moth": (20, 20, 230)}
 COUNTS = {"zebra": 5, "ant": 3, "moth": 4}
 
 
+# The class folders here are 16x16 and train at 32: the enlargement warning is expected.
+pytestmark = pytest.mark.filterwarnings("ignore:--image_size 32 is larger:UserWarning")
+
+
 @pytest.fixture(autouse=True)
 def hermetic(monkeypatch, one_thread):
     for name in ("WANDB_PROJECT", "WANDB_MODE"):
