@@ -1,7 +1,7 @@
 """serve.py: the API in-process, a real server on 127.0.0.1, and the web page in headless Chromium.
 
 The checkpoints are made here by main.py itself (a few training steps on tiny flags), never read
-from ../shared or results/.
+from the shared data sets or results/.
 """
 
 from __future__ import annotations
