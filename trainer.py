@@ -320,7 +320,7 @@ class Trainer:
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * model, the decay warmed up over the first steps; buffers are copied.
+        """ema <- decay * ema + (1 - decay) * model, the decay warmed up over the first steps.
 
         `self.step` is a Python int and the counter a CPU tensor, so the update only queues device
         work: the host never waits for the device.
@@ -331,9 +331,6 @@ class Trainer:
         else:
             decay = utils.ema_warmup_decay(self.config.ema_decay, self.step)
             torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
-        ema_buffers, model_buffers = list(self.ema.module.buffers()), list(self.model.buffers())
-        if ema_buffers:  # constants for the diffusion schedule; the energy model's replay buffer
-            torch._foreach_copy_(ema_buffers, model_buffers)
         self.ema.n_averaged += 1
 
     # ------------------------------------------------------------------ the step
@@ -492,6 +489,10 @@ class Trainer:
         rng = {"cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        # Buffers are not averaged: the schedule's are constants, and the energy model's replay buffer
+        # (tens of MB) is copied here rather than at every step, so the saved EMA holds the current one.
+        with torch.no_grad():
+            torch._foreach_copy_(list(self.ema.module.buffers()), list(self.model.buffers()))
         checkpoint = {
             "format": CHECKPOINT_FORMAT, "step": self.step, "args": dataclasses.asdict(self.config), "world_size": self.world_size,
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
