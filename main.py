@@ -30,6 +30,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
+if __name__ == "__main__":
+    # A run started in the background (nohup, `&`) inherits SIGINT ignored: restore Ctrl-C before the
+    # slow imports below, so that an interrupt during them is not lost.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 try:
     import torch
     from torch import nn
@@ -426,9 +431,7 @@ def _stop_like_ctrl_c(signum, frame):
 
 
 if __name__ == "__main__":
-    # A run started in the background (nohup, `&`) inherits SIGINT ignored, and a notebook or a
-    # job scheduler stops with SIGTERM: both should save and print the resume command like Ctrl-C.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A notebook or a job scheduler stops with SIGTERM: save and print the resume command, as for Ctrl-C.
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     warnings.showwarning = _short_warning  # our warnings are for the user: one line, no source location
     if os.environ.get("RANK", "0") != "0":
