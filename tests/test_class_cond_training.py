@@ -57,6 +57,7 @@ def one_line_error(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_demo_classes_train_and_write_a_grid_per_weight_and_the_guidance_figure(tmp_path, capsys):
     out = tmp_path / "out"
     assert run(out, "--class_cond", "--train_steps", "2", "--save_and_sample_every", "2", "--num_samples", "6",
@@ -90,6 +91,7 @@ def test_class_folders_are_labelled_in_sorted_order_and_batches_keep_their_label
     trainer.close()
 
 
+@pytest.mark.slow
 def test_classes_flag_trains_on_a_subset_and_resume_keeps_the_class_names(folders, tmp_path, capsys):
     out = tmp_path / "out"
     flags = ["--class_cond", "--data_path", str(folders), "--classes", "zebra", "ant", "--guidance", "1",
@@ -104,6 +106,7 @@ def test_classes_flag_trains_on_a_subset_and_resume_keeps_the_class_names(folder
     assert checkpoint["step"] == 4 and checkpoint["class_names"] == ["ant", "zebra"]
 
 
+@pytest.mark.slow
 def test_sample_classes_pick_the_rows(folders, tmp_path):
     out = tmp_path / "out"
     assert run(out, "--class_cond", "--data_path", str(folders), "--train_steps", "1", "--guidance", "0",
@@ -111,6 +114,7 @@ def test_sample_classes_pick_the_rows(folders, tmp_path):
     assert Image.open(out / "sample-w0-1.png").size == (2 + 3 * 34, 2 + 1 * 34)  # one row of 3 zebras
 
 
+@pytest.mark.slow
 def test_guided_samples_depend_on_the_class_and_on_w(tmp_path):
     trainer = main.build_trainer(main.parse_args([*TINY, "--class_cond", "--save_folder", str(tmp_path)]))
     for _ in range(3):
@@ -137,6 +141,7 @@ def checkpoints(folders, tmp_path) -> dict[str, Path]:
     return {"cond": tmp_path / "cond" / "model.pt", "plain": tmp_path / "plain" / "model.pt"}
 
 
+@pytest.mark.slow
 def test_sampling_refuses_a_class_the_checkpoint_does_not_know(checkpoints, folders, tmp_path, capsys):
     capsys.readouterr()
     code = run(tmp_path / "again", "--class_cond", "--data_path", str(folders), "--load_path", str(checkpoints["cond"]),
@@ -151,6 +156,7 @@ def test_sampling_refuses_a_class_the_checkpoint_does_not_know(checkpoints, fold
     ("cond", [], ["is class-conditional (ant, moth, zebra)", "add --class_cond"]),
     ("cond", ["--class_cond", "--classes", "ant", "moth"], ["trained on the classes ant, moth, zebra", "ant, moth"]),
 ])
+@pytest.mark.slow
 def test_a_checkpoint_loads_only_with_the_same_classes(checkpoints, folders, tmp_path, capsys, which, flags, words):
     capsys.readouterr()
     data = ["--data_path", str(folders)] if "--class_cond" in flags else []
@@ -190,6 +196,7 @@ def test_bad_input_is_one_line_naming_the_flag(flags, words, folders, tmp_path, 
     assert not (tmp_path / "out" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_a_real_process_refusing_a_class_prints_no_traceback(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "main.py", *TINY, "--class_cond", "--sample_classes", "cat",

@@ -65,6 +65,7 @@ def test_a_folder_without_class_folders_is_an_error(tmp_path):
         utils.load_class_folders(tmp_path / "missing", 8)
 
 
+@pytest.mark.slow
 def test_demo_classes_draw_their_shape_and_leave_the_plain_demo_set_unchanged():
     plain = utils.make_demo_dataset(48, 32, seed=3)
     assert torch.equal(plain, utils.make_demo_dataset(48, 32, seed=3, labels=None))

@@ -78,6 +78,7 @@ BAD_INPUT = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, words", BAD_INPUT, ids=[" ".join(f) for f, _ in BAD_INPUT])
 def test_bad_input_is_one_line_naming_the_flag(flags, words, files, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -102,6 +103,7 @@ def test_fid_without_reachable_weights_fails_at_start_up_in_seconds(tmp_path, ca
     assert not (tmp_path / "results" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_help_documents_every_flag():
     result = subprocess.run([sys.executable, "main.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
@@ -110,6 +112,7 @@ def test_help_documents_every_flag():
         assert flag in result.stdout, flag
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--time_steps", "0"], ["--data_path", "/no/such/folder"]])
 def test_a_real_process_prints_no_traceback(flags, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -144,6 +147,7 @@ def test_unwritten_functions_are_named_in_one_line(tmp_path, capsys, monkeypatch
     ((3,), ["--model", "ebm"], "ebm", "energy.py: langevin_step, langevin_sample, loss, sample_buffer, "
                                       "update_buffer, forward and sample are not written yet"),
 ])
+@pytest.mark.slow
 def test_the_stub_handout_says_which_functions_to_write_without_a_traceback(tmp_path, parts, flags, part, says):
     """The handout as make_handout builds it (Part 1 alone: without Part 2's class and files)."""
     make_handout.build_handout(REPO, tmp_path, parts)
@@ -156,6 +160,7 @@ def test_the_stub_handout_says_which_functions_to_write_without_a_traceback(tmp_
     assert says in result.stderr and "pytest " + main.PART_FUNCTIONS[part][2] in result.stderr
 
 
+@pytest.mark.slow
 def test_a_part_1_handout_says_part_2_is_not_there(tmp_path):
     make_handout.build_handout(REPO, tmp_path, (1,))
     assert not (tmp_path / "conditional_trainer.py").exists() and not (tmp_path / "energy_trainer.py").exists()

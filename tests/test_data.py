@@ -16,6 +16,7 @@ def write_image(path: Path, size=(32, 32), colour=(200, 30, 30)) -> None:
     Image.new("RGB", size, colour).save(path)
 
 
+@pytest.mark.slow
 def test_demo_dataset_is_deterministic_varied_uint8_images():
     a = utils.make_demo_dataset(64, 32, seed=0)
     assert a.shape == (64, 3, 32, 32) and a.dtype == torch.uint8

@@ -121,6 +121,7 @@ def test_q_sample_mixes_steps_within_a_batch():
     assert x_t[1].mean().item() == pytest.approx(math.sqrt(slides_abar(49)), rel=1e-3, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_forward_returns_a_differentiable_scalar_l1_loss():
     torch.manual_seed(0)
     model = Unet(dim=8, dim_mults=(1, 2), channels=3)
@@ -220,6 +221,7 @@ def test_p_sample_loop_visits_steps_in_reverse_order():
     assert out.min() >= -1 and out.max() <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels", [1, 3])
 def test_sample_shape_and_range(channels):
     torch.manual_seed(0)

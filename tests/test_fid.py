@@ -115,6 +115,7 @@ def test_inception_weights_come_from_the_flag_the_cache_or_a_clear_error(tmp_pat
     assert utils.inception_weights().read_bytes() == b"downloaded"
 
 
+@pytest.mark.slow
 def test_training_with_fid_logs_it(tmp_path, monkeypatch, capsys):
     made, original = [], utils.make_fid_metric
 

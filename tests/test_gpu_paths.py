@@ -231,6 +231,7 @@ def test_fp16_autocast_with_a_gradient_scaler_on_the_cpu():
     trainer.close()
 
 
+@pytest.mark.slow
 def test_torch_compile_traces_the_training_step(monkeypatch):
     """--compile through TorchDynamo and AOTAutograd; the aot_eager backend skips code generation
     (the GPU's Triton kernels cannot be built here), so it runs in seconds."""
@@ -301,6 +302,7 @@ def test_a_failed_write_is_retried_with_growing_waits(monkeypatch, tmp_path):
     assert str(caught.value) == f"cannot write {tmp_path / 'model.pt'} (No space left on device), tried 4 times over 7 s"
 
 
+@pytest.mark.slow
 def test_a_failing_checkpoint_write_is_retried_then_stops_in_one_line_keeping_the_last_good_one(tmp_path, monkeypatch,
                                                                                                capsys):
     waits, real_save = [], utils.atomic_torch_save
@@ -324,6 +326,7 @@ def test_a_failing_checkpoint_write_is_retried_then_stops_in_one_line_keeping_th
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv", "model.pt", "sample-2.png"]  # no temp files
 
 
+@pytest.mark.slow
 def test_a_failing_log_write_is_reported_the_same_way(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(utils.time, "sleep", lambda seconds: None)
     real_open = open
@@ -417,6 +420,7 @@ def test_the_check_before_training_leaves_the_random_state_and_the_weights_alone
     trainer.close()
 
 
+@pytest.mark.slow
 def test_python_main_py_with_a_device_mistake_stops_at_once_naming_forward(tmp_path):
     """The real command line on a copy of the code whose diffusion.py forward draws t on the CPU."""
     for path in REPO.glob("*.py"):  # the handout's top level
@@ -452,6 +456,7 @@ def small_fid(monkeypatch):
                         original(feature=ColourFeatures()))
 
 
+@pytest.mark.slow
 def test_eval_only_writes_grids_and_fid_of_a_checkpoint_without_training(tmp_path, small_fid, capsys):
     flags = [*TINY, "--save_folder", str(tmp_path), "--save_and_sample_every", "2"]
     assert main.main([*flags, "--train_steps", "2"]) == 0

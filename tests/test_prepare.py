@@ -277,6 +277,7 @@ def test_afhq_help_gives_the_size_and_a_fallback_source(capsys):
     assert "animal-faces" in help_text and "Colab" in help_text
 
 
+@pytest.mark.slow
 def test_afhq_missing_source_exits_without_traceback(tmp_path):
     missing = tmp_path / "nowhere" / "afhq.zip"
     result = run_script("afhq", "--source", str(missing), "--out", str(tmp_path / "out"))
@@ -437,6 +438,7 @@ def test_cifar_failed_download_is_one_line_error(tmp_path, cache_calls, monkeypa
     assert "could not download CIFAR-10" in message and "--source" in message
 
 
+@pytest.mark.slow
 def test_cifar_source_without_batches_exits_without_traceback(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_script("cifar10", "--source", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))

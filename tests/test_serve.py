@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from conftest import require_programs
 from fastapi.testclient import TestClient
 from PIL import Image
 from torch.optim.swa_utils import AveragedModel
@@ -297,6 +298,7 @@ def run_serve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout, check=False, cwd=ROOT, env=env)
 
 
+@pytest.mark.slow
 def test_bad_command_lines_exit_2_with_one_line(tmp_path, checkpoint):
     not_a_checkpoint = tmp_path / "model.pt"
     not_a_checkpoint.write_bytes(b"hello")
@@ -318,6 +320,7 @@ def test_bad_command_lines_exit_2_with_one_line(tmp_path, checkpoint):
             assert words in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_pickled_program_is_refused(tmp_path):
     """weights_only=True: a checkpoint cannot run code when it is loaded."""
     marker = tmp_path / "ran"
@@ -384,6 +387,7 @@ def wait_for(condition, seconds: float, what: str):
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
+@pytest.mark.slow
 def test_real_server_generates_and_lists(checkpoint):
     with Server("--load_path", str(checkpoint)) as server:
         models = httpx.get(f"{server.url}/api/models", timeout=10).json()
@@ -397,6 +401,7 @@ def test_real_server_generates_and_lists(checkpoint):
         assert httpx.get(f"{server.url}/docs", timeout=10).status_code == 200  # the OpenAPI page
 
 
+@pytest.mark.slow
 def test_busy_server_answers_503_with_retry_after(slow_checkpoint):
     with Server("--load_path", str(slow_checkpoint), "--queue_size", "1") as server:
         results = {}
@@ -412,6 +417,7 @@ def test_busy_server_answers_503_with_retry_after(slow_checkpoint):
         assert httpx.post(f"{server.url}/api/generate", json={"n": 1, "steps": 1}, timeout=30).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_does_not_leave_work_running(slow_checkpoint):
     with Server("--load_path", str(slow_checkpoint)) as server:
         with pytest.raises(httpx.ReadTimeout):  # hang up after 1 s of a request that takes much longer
@@ -423,14 +429,14 @@ def test_a_client_that_disconnects_does_not_leave_work_running(slow_checkpoint):
 
 # ---------------------------------------------------------------------------------------- the web page
 
+BROWSER_INSTALL = "apt-get install chromium chromium-driver (Debian/Ubuntu, as root)"
+
+
 def chromium(profile: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    browser = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not (Path(browser).exists() and Path(driver).exists()):
-        pytest.fail("the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver")
+    browser, driver = require_programs("chromium", "chromedriver", install=BROWSER_INSTALL)
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -440,7 +446,9 @@ def chromium(profile: Path):
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+@pytest.mark.slow
 def test_web_page_generate_shows_images(checkpoint, tmp_path):
+    require_programs("chromium", "chromedriver", install=BROWSER_INSTALL)  # before the server starts
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -481,6 +489,7 @@ def test_web_page_generate_shows_images(checkpoint, tmp_path):
 
 # ---------------------------------------------------------------------------------------- the bench scripts
 
+@pytest.mark.slow
 def test_bench_scripts_run_end_to_end(checkpoint):
     """bench/bench_serve.py and bench/ddim_tradeoff.py on the tiny model, tiny settings (so they cannot rot)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

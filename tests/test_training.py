@@ -43,6 +43,7 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_samples_and_the_denoising_strip(tmp_path, capsys):
     assert run(tmp_path, "--train_steps", "4", "--save_and_sample_every", "2", "--visualize",
                "--visualize_samples", "3") == 0
@@ -63,6 +64,7 @@ def test_train_writes_checkpoints_samples_and_the_denoising_strip(tmp_path, caps
     assert rows[0] == "step,loss,steps_per_second,fid" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow
 def test_resume_restores_step_weights_optimizer_and_ema(tmp_path, capsys):
     assert run(tmp_path, "--train_steps", "3", "--save_and_sample_every", "3") == 0
     saved = load(tmp_path / "model.pt")
@@ -98,6 +100,7 @@ def test_resume_with_another_architecture_is_a_clear_error(tmp_path, capsys):
     assert "another architecture" in err[0] and "--unet_dim 8" in err[0]
 
 
+@pytest.mark.slow
 def test_ema_update_follows_the_warm_up_decay_and_samples_come_from_it():
     trainer = main.build_trainer(main.parse_args([*TINY, "--ema_decay", "0.99"]))
     loss = trainer.train_step()
@@ -122,6 +125,7 @@ def test_ema_update_follows_the_warm_up_decay_and_samples_come_from_it():
     trainer.close()
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     real_step = Trainer.train_step
 
@@ -161,6 +165,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
     trainer.close()
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_prints_the_command_that_resumes(tmp_path, capsys, monkeypatch):
     real_step = Trainer.train_step
 
@@ -183,6 +188,7 @@ def test_ctrl_c_saves_and_prints_the_command_that_resumes(tmp_path, capsys, monk
     assert load(tmp_path / "model.pt")["step"] == 10
 
 
+@pytest.mark.slow
 def test_speed_flags_fall_back_with_warnings_on_the_cpu(tmp_path, monkeypatch):
     def broken_compile(model, **kwargs):
         def fails(*args, **kwargs):
@@ -203,6 +209,7 @@ def test_speed_flags_fall_back_with_warnings_on_the_cpu(tmp_path, monkeypatch):
     trainer.close()
 
 
+@pytest.mark.slow
 def test_wandb_logs_offline_without_a_login(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -212,6 +219,7 @@ def test_wandb_logs_offline_without_a_login(tmp_path, monkeypatch, capsys):
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
 
 
+@pytest.mark.slow
 def test_trainer_runs_without_the_command_line_and_returns_how_fit_ended(tmp_path, capsys):
     imported = subprocess.run([sys.executable, "-c", "import sys, trainer; print('main' in sys.modules)"],
                               cwd=REPO, capture_output=True, text=True, check=True)
@@ -226,6 +234,7 @@ def test_trainer_runs_without_the_command_line_and_returns_how_fit_ended(tmp_pat
     assert "main.py" not in captured.out + captured.err
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_file(tmp_path, capsys, monkeypatch):
     real_save = utils.torch.save
     calls = []
@@ -250,6 +259,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_file(tmp
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_the_start_line_and_the_gif_match_the_run(tmp_path, capsys):
     assert run(tmp_path, "--train_steps", "3", "--visualize", "--visualize_samples", "8") == 0
     out = capsys.readouterr().out

@@ -23,6 +23,7 @@ def trained_a_little(model: Unet) -> Unet:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [32, 64])
 def test_output_shape_matches_input(channels, size):
@@ -76,6 +77,7 @@ def test_time_embedding_at_t_0_is_zeros_then_ones():
     assert got.tolist() == [[0, 0, 0, 1, 1, 1]] * 2
 
 
+@pytest.mark.slow
 def test_time_step_changes_the_output():
     torch.manual_seed(0)
     model = trained_a_little(Unet(dim=8, dim_mults=(1, 2)))
@@ -84,6 +86,7 @@ def test_time_step_changes_the_output():
     assert not torch.allclose(out[0], out[1])
 
 
+@pytest.mark.slow
 def test_bottleneck_and_attention_at_the_two_lowest_resolutions():
     """A 64x64 input reaches 8x8 after 3 stride-2 downsamplings; attention sees only 16x16 and 8x8."""
     model = Unet(dim=8, dim_mults=(1, 2, 4, 8))
@@ -116,6 +119,7 @@ def test_untrained_network_is_its_skip_paths():
     torch.testing.assert_close(out, model.input_skip(x))
 
 
+@pytest.mark.slow
 def test_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
     model = trained_a_little(Unet(dim=8, dim_mults=(1, 2, 4)))
@@ -124,6 +128,7 @@ def test_every_parameter_gets_a_gradient():
     assert not missing, missing
 
 
+@pytest.mark.slow
 def test_channels_last_gives_the_same_result():
     torch.manual_seed(0)
     model = trained_a_little(Unet(dim=8, dim_mults=(1, 2)))
