@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test runs a benchmark script in its own process
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "bench.py"
 
@@ -50,7 +52,6 @@ def positive(cell: str) -> bool:
         return False
 
 
-@pytest.mark.slow
 def test_tiny_benchmark_exits_cleanly(tiny_run):
     assert tiny_run.returncode == 0, tiny_run.stdout[-2000:] + tiny_run.stderr[-2000:]
 
@@ -83,7 +84,6 @@ def test_levers_that_cannot_run_say_why(tiny_run):
     assert row(rows, "ours: + compile")[0].startswith("skipped")  # too slow to compile for CI
 
 
-@pytest.mark.slow
 def test_bad_data_folder_is_one_clear_line(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCH), "--tiny", "--data", str(tmp_path / "missing")], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
@@ -97,7 +97,6 @@ def test_bad_data_folder_is_one_clear_line(tmp_path):
     ("compare_quality.py", ["--data", "no/such/folder"], "--data no/such/folder"),
     ("compare_quality.py", ["--data", ".", "--only", "baseline"], "--baseline_unet"),
 ])
-@pytest.mark.slow
 def test_other_bench_scripts_reject_bad_flags_in_one_line(script, flags, named):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *flags], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

@@ -31,14 +31,13 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # each test starts processes
 
 
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.slow
 def test_checkpoints_move_between_single_and_two_process_runs(tmp_path, capsys):
     flags = [*TINY, "--save_folder", str(tmp_path), "--save_and_sample_every", "2"]
     assert main.main([*flags, "--train_steps", "2"]) == 0  # one process
@@ -90,7 +89,6 @@ CHECK_RANKS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
 def test_two_ranks_train_on_their_own_shards_with_averaged_gradients(tmp_path):
     script = tmp_path / "check_ranks.py"
     script.write_text(CHECK_RANKS)
@@ -118,7 +116,6 @@ SLOW_SAVE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
 def test_ctrl_c_under_torchrun_stops_every_rank_and_saves_once(tmp_path):
     """Ctrl-C in a terminal signals torchrun and both ranks while rank 0 samples and rank 1 waits for it."""
     script = tmp_path / "slow_save.py"
