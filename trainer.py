@@ -128,7 +128,7 @@ class Trainer:
         self.fid_evaluator: evaluation.FidEvaluator | None = None
         if config.fid and self.is_main:
             self.fid_evaluator = evaluation.FidEvaluator(config.fid_weights, self.device,
-                                               self.save_folder / "fid_real_statistics.pt")
+                                                         self.save_folder / "fid_real_statistics.pt")
 
         self.labels: torch.Tensor | None = None  # [N] long beside the images, for a class-conditional model
         self.class_names: list[str] | None = None  # label i = class_names[i]

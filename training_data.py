@@ -6,6 +6,7 @@
     augment                a uint8 batch -> float in [-1, 1], randomly flipped left-right
     DeviceBatches          random batches from images that live on the training device
     LoaderBatches          the same from a torch DataLoader (--no-data_on_device)
+    checked_data_path      --data_path, and class_folder --data_class, checked before any slow work
 
 Images live as uint8 tensors [N, 3, S, S] (S = image_size) from the disk to the training
 device, and become float only inside a batch.

@@ -44,10 +44,10 @@ cifar = load_script("cifar10")
 @pytest.fixture
 def cache_calls(monkeypatch) -> list[tuple[Path, int]]:
     """Records the caches the scripts ask training_data.load_image_folder to build, instead of building them."""
-    import utils
+    import training_data
 
     calls: list[tuple[Path, int]] = []
-    monkeypatch.setattr(utils, "load_image_folder", lambda folder, image_size: calls.append((Path(folder), image_size)))
+    monkeypatch.setattr(training_data, "load_image_folder", lambda folder, image_size: calls.append((Path(folder), image_size)))
     return calls
 
 
