@@ -116,6 +116,7 @@ def test_inception_weights_come_from_the_flag_the_cache_or_a_clear_error(tmp_pat
     assert fid.inception_weights().read_bytes() == b"downloaded"
 
 
+@pytest.mark.slow
 def test_training_with_fid_logs_it(tmp_path, monkeypatch, capsys):
     made, original = [], fid.make_fid_metric
 
@@ -125,7 +126,7 @@ def test_training_with_fid_logs_it(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(fid, "make_fid_metric", small_metric)
     flags = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "3", "--batch_size", "8",
-             "--demo_images", "64", "--train_steps", "2", "--save_and_sample_every", "1", "--fid",
+             "--image_size", "16", "--demo_images", "64", "--train_steps", "2", "--save_and_sample_every", "1", "--fid",
              "--fid_samples", "60", "--sample_batch_size", "30", "--save_folder", str(tmp_path)]
     assert main.main(flags) == 0
     out = capsys.readouterr().out

@@ -184,6 +184,7 @@ def test_ctrl_c_saves_and_prints_the_command_that_resumes(tmp_path, capsys, monk
     assert load(tmp_path / "model.pt")["step"] == 10
 
 
+@pytest.mark.slow
 def test_speed_flags_fall_back_with_warnings_on_the_cpu(tmp_path, monkeypatch):
     def broken_compile(model, **kwargs):
         def fails(*args, **kwargs):
