@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-import utils
+import grids
+import training_data
 from ddim import ddim_sample, ddim_sample_loop
 from diffusion import ConditionalGaussianDiffusion
 from trainer import TrainConfig, Trainer
@@ -50,11 +51,11 @@ class ConditionalTrainer(Trainer):
     def _load_images(self, folder: Path | None) -> torch.Tensor:
         c = self.config
         if folder is None:
-            self.class_names = list(utils.DEMO_CLASSES)
+            self.class_names = list(training_data.DEMO_CLASSES)
             self.labels = torch.arange(c.demo_images) % len(self.class_names)
-            images = utils.make_demo_dataset(c.demo_images, c.image_size, seed=0, labels=self.labels)
+            images = training_data.make_demo_dataset(c.demo_images, c.image_size, seed=0, labels=self.labels)
         else:
-            images, self.labels, self.class_names = utils.load_class_folders(c.data_path, c.image_size, c.classes)
+            images, self.labels, self.class_names = training_data.load_class_folders(c.data_path, c.image_size, c.classes)
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
         self.log(f"data: {len(images)} images in {len(counts)} classes, {c.image_size}x{c.image_size}; label: class "
                  f"(images) " + ", ".join(f"{k}: {name} ({n})" for k, (name, n) in enumerate(zip(self.class_names, counts))))
@@ -71,7 +72,7 @@ class ConditionalTrainer(Trainer):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_0 [B, 3, S, S] float in [-1, 1], y [B] long in 0..K-1) on the device: the next augmented batch."""
         images, labels = next(self.batches)
-        x_0 = utils.augment(images)
+        x_0 = training_data.augment(images)
         if self.channels_last:
             x_0 = x_0.contiguous(memory_format=torch.channels_last)
         return x_0, labels
@@ -146,19 +147,19 @@ class ConditionalTrainer(Trainer):
         for w in c.guidance:
             grid = self.save_folder / f"sample-w{w:g}-{self.step}.png"
             images = self.sample_classes(y, w, c.threshold[0], seed=c.seed)
-            self._write(grid, lambda images=images, grid=grid: utils.save_class_grid(images, len(self.rows), grid))
+            self._write(grid, lambda images=images, grid=grid: grids.save_class_grid(images, len(self.rows), grid))
             written.append(grid)
         y = self.rows.repeat_interleave(self.FIGURE_SAMPLES)
         panels = {method: torch.stack([self.sample_classes(y, w, method, seed=c.seed).unflatten(0, (len(self.rows), -1))
                                        for w in c.guidance]) for method in c.threshold}  # [W, K, n, 3, S, S] each
         figure = self.save_folder / f"guidance-{self.step}.png"
-        self._write(figure, lambda: utils.save_guidance_figure(panels, [self.class_names[k] for k in self.rows],
+        self._write(figure, lambda: grids.save_guidance_figure(panels, [self.class_names[k] for k in self.rows],
                                                                c.guidance, figure))
         written.append(figure)
         if c.visualize:
             strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
             frames = self.sample_trajectory(c.visualize_samples)
-            self._write(strip, lambda: utils.save_denoising(frames, strip, gif))
+            self._write(strip, lambda: grids.save_denoising(frames, strip, gif))
             written += [strip, gif]
         if self._wandb is not None:
             self._wandb.log({"guidance": self._wandb.Image(str(figure))}, step=self.step)

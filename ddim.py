@@ -12,7 +12,7 @@ abar_s = 1, when i = 1):
     x_s     = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_dir + sigma z,  z ~ N(0, I)
 
 With eta = 1 and all T steps, sigma^2 is the posterior variance and the first two terms are the
-posterior mean of q(x_{t-1} | x_t, x0_hat): exactly Algorithm 2 (tests/test_ddim.py checks it).
+posterior mean of q(x_{t-1} | x_t, x0_hat): exactly Algorithm 2.
 
 It works with Part 1's GaussianDiffusion (eps_hat = model(x_t, t), static clamp) and with Part 2's
 ConditionalGaussianDiffusion (eps_hat = guided_noise(x_t, t, y, w), its `threshold(x0_hat, method)`).

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-import utils
+import grids
 from energy import EnergyModel, EnergyNet
 from trainer import Trainer
 from unet import count_parameters
@@ -78,7 +78,7 @@ class EnergyTrainer(Trainer):
         if self.is_main:
             path = self.save_folder / f"buffer-{self.step}.png"
             replay = (self.model.replay[: self.config.num_samples] + 1) / 2
-            self._write(path, lambda: utils.save_grid(replay, path))
+            self._write(path, lambda: grids.save_grid(replay, path))
             written.append(path)
         return written
 

@@ -46,10 +46,11 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from torchvision.utils import make_grid
 
+import grids
 import utils
 from ddim import ddim_sample_loop
+from devices import pick_device
 from diffusion import GaussianDiffusion
-from trainer import pick_device
 from unet import Unet
 
 WEB_PAGE = Path(__file__).resolve().parent / "web" / "index.html"
@@ -373,13 +374,13 @@ def png_bytes(images: torch.Tensor, nrow: int) -> bytes:
     """[N, C, H, W] in [0, 1] -> one PNG grid, nrow images per row."""
     grid = make_grid(images, nrow=nrow, padding=2)
     buffer = io.BytesIO()
-    Image.fromarray(utils.to_uint8(grid).permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    Image.fromarray(grids.to_uint8(grid).permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def gif_bytes(frames: list[torch.Tensor]) -> bytes:
     """Frames [N, C, H, W] in [0, 1], x_T first -> an animated GIF that loops, holding x_0 for 1.5 s."""
-    pictures = [Image.fromarray(utils.to_uint8(make_grid(f, nrow=f.shape[0], padding=2)).permute(1, 2, 0).numpy())
+    pictures = [Image.fromarray(grids.to_uint8(make_grid(f, nrow=f.shape[0], padding=2)).permute(1, 2, 0).numpy())
                 for f in frames]
     buffer = io.BytesIO()
     pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:],

@@ -23,12 +23,16 @@ From Python:
 
 Under torchrun each process trains on its shard of the data with batch_size / world_size
 images, DistributedDataParallel averages the gradients, and only rank 0 writes files.
+
+This file is the loop; what it calls lives beside it: config.py (TrainConfig), devices.py (device
+and precision), training_data.py (images and batches), preflight.py (the check before training),
+evaluation.py (samples and FID), grids.py (sample grids), checkpoints.py (save and resume) and
+run_log.py (log.csv and wandb). None of them imports this file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import datetime
 import enum
@@ -37,7 +41,6 @@ import math
 import os
 import sys
 import time
-import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -48,82 +51,24 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+import checkpoints
+import evaluation
+import preflight
+import run_log
+import training_data
 import utils
-from ddim import ddim_sample, ddim_sample_loop
+from config import TrainConfig
+from devices import amp_dtype, pick_device
 from diffusion import GaussianDiffusion
+from grids import save_denoising, save_grid
 from unet import Unet, count_parameters
 from utils import UserError
 
-CHECKPOINT_FORMAT = "ddpm-homework-checkpoint-v1"
-# Fields that fix the network's shape: a checkpoint only loads into the same ones.
-ARCHITECTURE_FIELDS = ("image_size", "time_steps", "unet_dim", "unet_dim_mults")
 # Rank 0 samples, writes files and computes FID while the other ranks wait in their next
 # collective; NCCL's default of 10 minutes would end a run whose FID takes longer.
 DISTRIBUTED_TIMEOUT = datetime.timedelta(hours=2)
 DEMO_MESSAGE = ("No --data_path given: training on the built-in demo set ({n} procedural {s}x{s} images of "
                 "coloured shapes, no download). For the homework's data see README.md, section \"Homework data\".")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a run needs; main.py's flags have the same names (`python main.py --help` explains each)."""
-
-    # data
-    data_path: str | None = None  # folder with one subfolder per class; None: the built-in demo set
-    data_class: str = "cat"
-    image_size: int = 32
-    dataloader_workers: int = 0
-    demo_images: int = 4096
-    # model and training
-    time_steps: int = 50
-    unet_dim: int = 16
-    unet_dim_mults: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 4, 8])
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    train_steps: int = 10000
-    grad_clip: float = 1.0
-    ema_decay: float = 0.995
-    seed: int = 0
-    # outputs
-    save_and_sample_every: int = 1000
-    save_folder: str = "./results/"
-    load_path: str | None = None
-    num_samples: int = 25
-    visualize: bool = False
-    visualize_samples: int = 8
-    fid: bool = False
-    fid_samples: int = 1000
-    fid_weights: str | None = None
-    sample_batch_size: int = 250
-    sampler: str = "ancestral"  # or "ddim" (ddim.py), for grids and FID
-    sampling_steps: int | None = None  # ddim's steps; None: all T
-    ddim_eta: float = 0.0
-    log_every: int = 25
-    wandb: bool | None = None  # None: on if WANDB_PROJECT or WANDB_MODE=online is set
-    # device and speed
-    device: str = "auto"
-    amp: str = "auto"  # auto, fp16, bf16 or off
-    channels_last: bool | None = None  # None: on for the CPU (measured), off on GPUs (unmeasured there)
-    compile: bool = False
-    data_on_device: bool = True
-    fused_optimizer: bool | None = None  # None: on for CUDA
-    # Part 2: class-conditional training with classifier-free guidance (ConditionalTrainer)
-    class_cond: bool = False
-    classes: list[str] | None = None  # the class folders to train on; None: every folder under data_path
-    p_uncond: float = 0.1
-    guidance: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 5.0])
-    threshold: list[str] = dataclasses.field(default_factory=lambda: ["static", "dynamic", "none"])
-    sample_classes: list[str] | None = None  # the rows of the sample grids; None: every class
-    # which model: "diffusion" (Parts 1 and 2) or "ebm" (Part 3, trained by energy_trainer.EnergyTrainer)
-    model: str = "diffusion"
-    # the energy-based model (model = "ebm"); energy.py's EnergyModel explains each
-    energy_dim: int = 16
-    step_size: float = 10.0
-    noise_scale: float = 0.005
-    langevin_steps: int = 10
-    alpha: float = 0.1
-    buffer_size: int = 2048
-    sample_steps: int = 100
 
 
 class Status(enum.Enum):
@@ -156,7 +101,7 @@ class Trainer:
 
     TEST_FILE = "test_diffusion.py"  # the tests of the functions this trainer runs, named in its errors
 
-    architecture_fields = ("model", *ARCHITECTURE_FIELDS)
+    architecture_fields = ("model", *checkpoints.ARCHITECTURE_FIELDS)
 
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -180,15 +125,16 @@ class Trainer:
         torch.manual_seed(config.seed + self.rank)
         # Cheap checks first, then FID: missing Inception weights must fail now, not after hours of training.
         image_folder = self._image_folder()
-        self.fid_metric = None
+        self.fid_evaluator: evaluation.FidEvaluator | None = None
         if config.fid and self.is_main:
-            metric_device = "cpu" if self.device.type == "mps" else self.device  # MPS has no float64
-            self.fid_metric = utils.make_fid_metric(config.fid_weights).to(metric_device)
+            self.fid_evaluator = evaluation.FidEvaluator(config.fid_weights, self.device,
+                                                         self.save_folder / "fid_real_statistics.pt")
 
         self.labels: torch.Tensor | None = None  # [N] long beside the images, for a class-conditional model
         self.class_names: list[str] | None = None  # label i = class_names[i]
         images = self._load_images(image_folder)
-        self.real_images = images if config.fid and self.is_main else None
+        if self.fid_evaluator is not None:
+            self.fid_evaluator.real_images = images
         labels = None if self.labels is None else self.labels[self.rank :: self.world_size]
         self.batches = self._make_batches(images[self.rank :: self.world_size], labels)
 
@@ -201,7 +147,7 @@ class Trainer:
         # update is ours (update_ema), since update_parameters copies that counter to the device every call.
         self.ema = AveragedModel(self.model, use_buffers=True)
         self.optimizer = self._make_optimizer()
-        self.amp_dtype = self._resolve_amp()
+        self.amp_dtype = amp_dtype(config.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         if config.load_path:
             self.load_checkpoint(config.load_path)
@@ -237,35 +183,20 @@ class Trainer:
                             f"and must be divisible by {self.world_size}")
 
     def _checked_data_path(self) -> Path:
-        data_path = Path(self.config.data_path)
-        if data_path.is_file():
-            raise UserError(f"--data_path {data_path} is a file: pass the folder that holds the class folders "
-                            "(see README.md, \"Homework data\")")
-        if not data_path.is_dir():
-            raise UserError(f"--data_path {data_path} does not exist: pass the folder that holds the class "
-                            "folders (see README.md, \"Homework data\"), or omit it for the demo set")
-        return data_path
+        return training_data.checked_data_path(self.config.data_path)
 
     def _image_folder(self) -> Path | None:
         """The folder of training images (None: the demo set), checked before any slow start-up work."""
-        config = self.config
-        if config.data_path is None:
+        if self.config.data_path is None:
             return None
-        data_path = self._checked_data_path()
-        folder = data_path / config.data_class
-        if not folder.is_dir():
-            classes = sorted(p.name for p in data_path.iterdir() if p.is_dir() and not p.name.startswith("."))
-            found = f"it has {', '.join(classes[:8])}" if classes else "it has no subfolders"
-            raise UserError(f"--data_class {config.data_class}: there is no folder {folder} ({found}); images are "
-                            "read from data_path/data_class/")
-        return folder
+        return training_data.class_folder(self._checked_data_path(), self.config.data_class)
 
     def _load_images(self, folder: Path | None) -> torch.Tensor:
         config = self.config
         if folder is None:
-            return utils.make_demo_dataset(config.demo_images, config.image_size, seed=0)
+            return training_data.make_demo_dataset(config.demo_images, config.image_size, seed=0)
         try:
-            images = utils.load_image_folder(folder, config.image_size)
+            images = training_data.load_image_folder(folder, config.image_size)
         except UserError as error:
             raise UserError(f"--data_path: {error}") from None
         self.log(f"data: {len(images)} images from {folder}/, {config.image_size}x{config.image_size}")
@@ -283,12 +214,12 @@ class Trainer:
         batch_size = self.config.batch_size // self.world_size
         if self.config.data_on_device:
             try:
-                return utils.DeviceBatches(shard.to(self.device), batch_size,
-                                           labels=None if labels is None else labels.to(self.device))
+                return training_data.DeviceBatches(shard.to(self.device), batch_size,
+                                                   labels=None if labels is None else labels.to(self.device))
             except torch.cuda.OutOfMemoryError:
                 warnings.warn("--data_on_device: the data set does not fit in device memory; "
                               "loading batches with a DataLoader instead (--no-data_on_device)")
-        return utils.LoaderBatches(shard, batch_size, self.config.dataloader_workers, self.device, labels=labels)
+        return training_data.LoaderBatches(shard, batch_size, self.config.dataloader_workers, self.device, labels=labels)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         lr, fused = self.config.learning_rate, self.config.fused_optimizer
@@ -302,22 +233,6 @@ class Trainer:
                               "using the standard Adam")
         return torch.optim.Adam(self.model.parameters(), lr=lr)
 
-    def _resolve_amp(self) -> torch.dtype | None:
-        """--amp: bf16 where the GPU has it (Ampere and newer), fp16 + GradScaler on older GPUs (T4)."""
-        choice = self.config.amp
-        if self.device.type != "cuda":
-            if choice in ("fp16", "bf16"):
-                warnings.warn(f"--amp {choice}: mixed precision is used on CUDA only; training in float32 on "
-                              f"{self.device.type}")
-            return None
-        has_bf16 = torch.cuda.get_device_capability(self.device)[0] >= 8
-        if choice == "bf16" and not has_bf16:
-            warnings.warn("--amp bf16: this GPU has no native bfloat16; using fp16 with a gradient scaler")
-            return torch.float16
-        if choice == "auto":
-            return torch.bfloat16 if has_bf16 else torch.float16
-        return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[choice]
-
     @torch.no_grad()
     def update_ema(self) -> None:
         """ema <- decay * ema + (1 - decay) * model, the decay warmed up over the first steps.
@@ -329,7 +244,7 @@ class Trainer:
         if self.step == 0:
             torch._foreach_copy_(ema_params, model_params)
         else:
-            decay = utils.ema_warmup_decay(self.config.ema_decay, self.step)
+            decay = ema_warmup_decay(self.config.ema_decay, self.step)
             torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
         self.ema.n_averaged += 1
 
@@ -337,7 +252,7 @@ class Trainer:
 
     def next_batch(self) -> torch.Tensor:
         """[B, 3, S, S] float in [-1, 1] on the device: this process's next augmented batch."""
-        batch = utils.augment(next(self.batches))
+        batch = training_data.augment(next(self.batches))
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
@@ -397,45 +312,23 @@ class Trainer:
     @torch.inference_mode()
     def sample(self, num_images: int) -> torch.Tensor:
         """[num_images, 3, S, S] in [0, 1]: Algorithm 2 (or --sampler ddim) with the EMA weights, in batches."""
-        model, size = self.ema.module, self.config.sample_batch_size
+        model, c = self.ema.module, self.config
         with self._autocast():
-            chunks = [self._sample_batch(model, min(size, num_images - i)).float() for i in range(0, num_images, size)]
-        return torch.cat(chunks)
-
-    def _sample_batch(self, model: GaussianDiffusion, batch_size: int) -> torch.Tensor:
-        """The student's Algorithm 2 (`model.sample`), or DDIM with --sampling_steps and --ddim_eta."""
-        c = self.config
-        if c.sampler == "ddim":
-            return ddim_sample(model, batch_size, c.sampling_steps or model.num_timesteps, c.ddim_eta)
-        return model.sample(batch_size)
+            return evaluation.sample_in_batches(
+                lambda n: evaluation.diffusion_samples(model, n, c.sampler, c.sampling_steps, c.ddim_eta),
+                num_images, c.sample_batch_size)
 
     @torch.inference_mode()
     def sample_trajectory(self, num_images: int) -> list[torch.Tensor]:
         """The reverse process x_T, ..., x_0 of a few samples: steps + 1 tensors [N, 3, S, S] in [0, 1]."""
-        model = self.ema.module
-        shape = (num_images, 3, self.config.image_size, self.config.image_size)
-        x = model.noise_like(shape, self.device)
-        frames = [x]
+        c = self.config
         with self._autocast():
-            if self.config.sampler == "ddim":
-                ddim_sample_loop(model, x, self.config.sampling_steps or model.num_timesteps, self.config.ddim_eta,
-                                 callback=lambda i, x: frames.append(x.float()))
-                return [((frame.clamp(-1, 1) + 1) / 2).cpu() for frame in frames]
-            for t_index in reversed(range(model.num_timesteps)):
-                t = torch.full((num_images,), t_index, device=self.device, dtype=torch.long)
-                x = model.p_sample(x, t, t_index).float()
-                frames.append(x)
-        return [((frame.clamp(-1, 1) + 1) / 2).cpu() for frame in frames]
+            return evaluation.denoising_trajectory(self.ema.module, num_images, c.image_size, self.device, c.sampler,
+                                                   c.sampling_steps, c.ddim_eta)
 
     def evaluate_fid(self) -> float:
         """FID of fid_samples EMA samples against the real images (their statistics cached on disk)."""
-        if self.real_images is not None:  # once per run: later evaluations reuse the statistics in the metric
-            utils.load_real_statistics(self.fid_metric, self.real_images, self.save_folder / "fid_real_statistics.pt")
-            self.real_images = None
-        n, size = self.config.fid_samples, self.config.sample_batch_size
-        batches = (self.sample(min(size, n - i)) for i in range(0, n, size))
-        return utils.compute_fid(self.fid_metric, tqdm(batches, total=math.ceil(n / size), desc="FID: samples",
-                                                        unit="batch", leave=False))
+        return self.fid_evaluator(self.sample, self.config.fid_samples, self.config.sample_batch_size)
 
     def evaluate(self) -> float | None:
         """No training: write the sample grid (and with the config the denoising strip and FID) of
@@ -457,52 +350,55 @@ class Trainer:
             UserError: which function failed on which device, with the error and its line.
         """
         size = self.config.image_size
-        expected = (2, 3, size, size)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            batch = _first_rows(self.next_batch(), 2)  # a tensor, or a tuple such as (images, labels)
+            batch = preflight.first_rows(self.next_batch(), 2)  # a tensor, or a tuple such as (images, labels)
             wrapped, self.wrapped_model = self.wrapped_model, self.model  # no DDP collective, no compiling here
             try:
-                with _names_the_failure("forward", self.device, self.TEST_FILE):
-                    with self._autocast():
-                        loss = self.compute_loss(batch)
-                    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                        shape = list(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-                        raise UserError(f"forward returned {shape} for a batch {list(expected)}; the loss must be a "
-                                        "scalar (0-dim) tensor: average over the batch and the pixels")
-                    loss.float().backward()
+                preflight.check_loss(lambda: self._loss_in_autocast(batch), (2, 3, size, size), self.device,
+                                     self.TEST_FILE)
             finally:
                 self.wrapped_model = wrapped
                 self.optimizer.zero_grad(set_to_none=True)
-            with _names_the_failure("sample", self.device, self.TEST_FILE):
-                images = self.sample(2)
-                if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
-                    shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-                    raise UserError(f"sample(2) returned {shape}; expected images {list(expected)}")
-                if images.device != self.device:
-                    raise UserError(f"sample(2) returned images on {images.device}, not on the model's device "
-                                    f"{self.device}: create x_T with the model's device")
+            preflight.check_samples(self.sample, (3, size, size), self.device, self.TEST_FILE)
+
+    def _loss_in_autocast(self, batch) -> torch.Tensor:
+        with self._autocast():
+            return self.compute_loss(batch)
 
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> Path:
-        """Write model, EMA, optimizer, scaler, step, flags and RNG states to `model.pt`, atomically."""
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        """Write model, EMA, optimizer, scaler, step, flags and RNG states to `model.pt`, atomically.
+
+        Raises:
+            utils.WriteFailed: still failing after a few retries (the previous checkpoint stays whole).
+        """
         # Buffers are not averaged: the schedule's are constants, and the energy model's replay buffer
         # (tens of MB) is copied here rather than at every step, so the saved EMA holds the current one.
         with torch.no_grad():
             torch._foreach_copy_(list(self.ema.module.buffers()), list(self.model.buffers()))
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT, "step": self.step, "args": dataclasses.asdict(self.config), "world_size": self.world_size,
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
-        }
-        if self.class_names is not None:
-            checkpoint["class_names"] = list(self.class_names)
-        self._write(self.checkpoint_path, lambda: utils.atomic_torch_save(checkpoint, self.checkpoint_path))
+        checkpoint = checkpoints.make_checkpoint(
+            step=self.step, config=self.config, world_size=self.world_size, model=self.model, ema=self.ema,
+            optimizer=self.optimizer, scaler=self.scaler, device=self.device, class_names=self.class_names)
+        checkpoints.write_checkpoint(checkpoint, self.checkpoint_path)
         self.saved_step = self.step
         return self.checkpoint_path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Resume from a checkpoint of the same architecture: weights, EMA, optimizer, scaler, step, random state.
+
+        The learning rate is the one given now (so a run that diverged can go on with a lower one).
+        """
+        path = Path(path)
+        checkpoint = checkpoints.read_checkpoint(path, self.config, self.architecture_fields, self.class_names)
+        checkpoints.load_states(checkpoint, path, model=self.model, ema=self.ema, optimizer=self.optimizer,
+                                scaler=self.scaler, learning_rate=self.config.learning_rate)
+        self.step = checkpoint["step"]
+        if self.world_size == 1:
+            checkpoints.restore_random_state(checkpoint["rng"], self.device)
+        else:  # one saved state cannot serve several ranks: give each its own stream
+            torch.manual_seed(self.config.seed + self.rank + 1000 * self.step)
+        self.log(f"resuming from step {self.step} ({path})")
 
     def _write(self, path: Path, write: Callable[[], None]) -> None:
         """Write one file into save_folder; a failing disk (a dropped Drive mount) is retried a few times.
@@ -516,50 +412,6 @@ class Trainer:
 
         utils.write_with_retries(attempt, path)
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Resume from a checkpoint of the same architecture: weights, EMA, optimizer, scaler, step.
-
-        The learning rate is the one given now (so a run that diverged can go on with a lower one).
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"--load_path {path} does not exist: pass a model.pt that training wrote")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 (unpickling raises many types)
-            raise UserError(f"--load_path {path} is not a checkpoint ({type(error).__name__}): "
-                            "pass a model.pt that training wrote") from None
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"--load_path {path} is not a checkpoint written by training: pass a model.pt from a --save_folder")
-        saved = checkpoint["args"]
-        defaults = TrainConfig()  # a field that an older checkpoint lacks had its default value
-        different = [name for name in self.architecture_fields
-                     if list(_as_list(saved.get(name, getattr(defaults, name)))) != list(_as_list(getattr(self.config, name)))]
-        if different:
-            theirs = " ".join(f"--{n} {' '.join(map(str, _as_list(saved.get(n, getattr(defaults, n)))))}" for n in different)
-            raise UserError(f"--load_path {path} holds another architecture: it was trained with {theirs}; "
-                            "pass those flags to load it")
-        _check_classes(path, checkpoint.get("class_names"), self.class_names)
-        options = [{k: g[k] for k in ("fused", "foreach", "capturable") if k in g} for g in self.optimizer.param_groups]
-        try:
-            self.model.load_state_dict(checkpoint["model"])
-            self.ema.load_state_dict(checkpoint["ema"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as error:
-            raise UserError(f"--load_path {path} does not fit this model ({str(error)[:200]})") from None
-        for group, own in zip(self.optimizer.param_groups, options):
-            group.update(own, lr=self.config.learning_rate)  # the saved run's device options do not apply here
-        if self.scaler.is_enabled() and checkpoint["scaler"]:
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        self.step = checkpoint["step"]
-        if self.world_size == 1:
-            torch.set_rng_state(checkpoint["rng"]["cpu"])
-            if self.device.type == "cuda" and "cuda" in checkpoint["rng"]:
-                torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.device)
-        else:  # one saved state cannot serve several ranks: give each its own stream
-            torch.manual_seed(self.config.seed + self.rank + 1000 * self.step)
-        self.log(f"resuming from step {self.step} ({path})")
-
     # ------------------------------------------------------------------ the loop
 
     def fit(self) -> FitResult:
@@ -570,7 +422,8 @@ class Trainer:
         """
         config = self.config
         self.log(self.describe())
-        self._start_wandb()
+        if self.is_main:
+            self._wandb = run_log.start_wandb(self.config, self.save_folder, self.log)
         if self.step >= config.train_steps:
             self.log(f"step {self.step} >= --train_steps {config.train_steps}: nothing to train, writing samples only")
             self._save_point(save_checkpoint=False)
@@ -615,10 +468,11 @@ class Trainer:
         c = self.config
         amp = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.amp_dtype]
         fused = self.optimizer.param_groups[0].get("fused")
+        on_device = isinstance(self.batches, training_data.DeviceBatches)
         when = ("at the end" if c.save_and_sample_every >= c.train_steps
                 else f"every {c.save_and_sample_every} steps and at the end")
         return (f"device {self.device} x {self.world_size} process(es) | amp {amp} | channels_last {_on(self.channels_last)} | "
-                f"compile {_on(c.compile)} | data on device {_on(isinstance(self.batches, utils.DeviceBatches))} | "
+                f"compile {_on(c.compile)} | data on device {_on(on_device)} | "
                 f"fused Adam {_on(fused)}\n{self.describe_model()} | batch {c.batch_size} | {c.train_steps} steps | "
                 f"{when}: checkpoint and samples in {self.save_folder}/")
 
@@ -647,12 +501,12 @@ class Trainer:
         written = [self.save_checkpoint()] if save_checkpoint else []
         grid = self.save_folder / f"sample-{self.step}.png"
         images = self.sample(self.config.num_samples)
-        self._write(grid, lambda: utils.save_grid(images, grid))
+        self._write(grid, lambda: save_grid(images, grid))
         written.append(grid)
         if self.config.visualize:
             strip, gif = self.save_folder / f"denoising-{self.step}.png", self.save_folder / f"denoising-{self.step}.gif"
             frames = self.sample_trajectory(self.config.visualize_samples)
-            self._write(strip, lambda: utils.save_denoising(frames, strip, gif))
+            self._write(strip, lambda: save_denoising(frames, strip, gif))
             written += [strip, gif]
         if self._wandb is not None:
             self._wandb.log({"samples": self._wandb.Image(str(grid))}, step=self.step)
@@ -673,20 +527,8 @@ class Trainer:
         """One row of log.csv (and wandb): step, loss, steps/s, FID when measured."""
         if not self.is_main:
             return
-        path = self.save_folder / "log.csv"
-
-        extra = self.extra_log_values()
-
-        def append_row() -> None:
-            new = not path.exists()
-            with open(path, "a", newline="") as f:
-                writer = csv.writer(f)
-                if new:
-                    writer.writerow(["step", "loss", "steps_per_second", "fid", *extra])
-                writer.writerow([self.step, f"{loss:.6f}", f"{steps_per_second:.3f}", "" if fid is None else f"{fid:.4f}",
-                                 *(f"{v:.6f}" for v in extra.values())])
-
-        self._write(path, append_row)
+        path, extra = self.save_folder / "log.csv", self.extra_log_values()
+        self._write(path, lambda: run_log.append_log_row(path, self.step, loss, steps_per_second, fid, extra))
         if self._wandb is not None:
             self._wandb.log({"loss": loss, "steps_per_second": steps_per_second, **extra}, step=self.step)
 
@@ -720,32 +562,7 @@ class Trainer:
             kept = "the checkpoint written before is kept" if checkpoint else "no checkpoint had been written yet"
         return FitResult(Status.WRITE_FAILED, self.step, checkpoint=checkpoint, message=f"{error}; {kept}")
 
-    # ------------------------------------------------------------------ wandb and teardown
-
-    def _start_wandb(self) -> None:
-        """--wandb, or WANDB_PROJECT or WANDB_MODE=online in the environment, turns it on; never prompts."""
-        wanted = self.config.wandb
-        if wanted is None:
-            wanted = bool(os.environ.get("WANDB_PROJECT")) or os.environ.get("WANDB_MODE") == "online"
-        if not wanted or not self.is_main:
-            return
-        mode = os.environ.get("WANDB_MODE")
-        if mode is None:  # online needs a login; without one, log offline rather than ask for it
-            netrc = Path.home() / ".netrc"
-            logged_in = os.environ.get("WANDB_API_KEY") or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
-            mode = "online" if logged_in else "offline"
-            if not logged_in:
-                self.log("wandb: no login found, logging offline; upload later with `wandb sync`")
-        try:
-            import wandb
-
-            self.save_folder.mkdir(parents=True, exist_ok=True)
-            self._wandb = wandb
-            wandb.init(project=os.environ.get("WANDB_PROJECT", "ddpm-homework"), config=vars(self.config), mode=mode,
-                       dir=str(self.save_folder), resume="allow")
-        except Exception as error:  # noqa: BLE001 (a logging service must never stop training)
-            self._wandb = None
-            warnings.warn(f"--wandb: could not start wandb ({error}); training without it")
+    # ------------------------------------------------------------------ teardown
 
     def close(self) -> None:
         if self._wandb is not None:
@@ -755,90 +572,12 @@ class Trainer:
             dist.destroy_process_group()
 
 
-def _first_rows(batch, n: int):
-    """The first n examples of a batch: a tensor [B, ...] or a tuple of them."""
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_first_rows(part, n) for part in batch)
-    return batch[:n]
+def ema_warmup_decay(decay: float, updates: int) -> float:
+    """The EMA's decay after `updates` updates: min(decay, (1 + n) / (10 + n)).
 
-
-@contextlib.contextmanager
-def _names_the_failure(function: str, device: torch.device, tests: str):
-    """Turn an error inside the model's code into one UserError line naming where it happened."""
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 (the student's code can raise anything)
-        raise UserError(_failure_line(function, device, error, tests)) from None
-
-
-def _failure_line(function: str, device: torch.device, error: BaseException, tests: str = "test_diffusion.py") -> str:
-    """`forward` fails on cuda:0: RuntimeError: ... (diffusion.py line 72, in extract; via forward > p_losses > ...)."""
-    here = Path(__file__).resolve().parent
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if Path(f.filename).resolve().parent == here and Path(f.filename).name != Path(__file__).name]
-    first_line = (str(error).strip().splitlines() or [""])[0][:300]
-    where = ""
-    if frames:
-        last = frames[-1]
-        chain, previous = [], None
-        for f in frames:  # diffusion.py forward > p_losses > unet.py forward > ...
-            name = Path(f.filename).name
-            chain.append(f.name if name == previous else f"{name} {f.name}")
-            previous = name
-        where = f" ({Path(last.filename).name} line {last.lineno}, in {last.name}; via {' > '.join(chain)})"
-        function = frames[0].name if frames[0].name in ("forward", "sample") else function
-    hint = (f" Create every tensor on the device of the input (device=x.device), then check with pytest {tests}."
-            if "device" in first_line.lower() else f" Check it with pytest {tests}.")
-    return (f"`{function}` fails on {device} before training: {type(error).__name__}: {first_line}{where}.{hint}")
-
-
-def _check_classes(path: Path, saved: list[str] | None, ours: list[str] | None) -> None:
-    """A checkpoint loads only into a model with the same classes, in the same label order."""
-    if saved == ours:
-        return
-    if saved is None:
-        raise UserError(f"--load_path {path} is an unconditional model: drop --class_cond to load it")
-    if ours is None:
-        raise UserError(f"--load_path {path} is class-conditional ({', '.join(saved)}): add --class_cond to load it")
-    raise UserError(f"--load_path {path} was trained on the classes {', '.join(saved)}, but the data gives "
-                    f"{', '.join(ours)}: pass the same --data_path (and --classes)")
-
-
-def pick_device(choice: str, local_rank: int = 0) -> torch.device:
-    """--device: auto picks CUDA (this process's GPU under torchrun), else Apple MPS, else CPU.
-
-    Raises:
-        UserError: the device is not there, or this torch has no kernels for its GPU.
+    The warm-up stops a short run's average from remembering mostly the random initial weights.
     """
-    if choice == "auto":
-        if torch.cuda.is_available():
-            device = torch.device("cuda", local_rank)
-            utils.check_gpu_supported(device)
-            return device
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise UserError(f"--device {choice} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {choice}: no CUDA GPU is visible to torch; use --device auto or cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {choice}: Apple MPS is not available here; use --device auto or cpu")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    if device.type == "cuda" and device.index >= torch.cuda.device_count():
-        raise UserError(f"--device {choice}: there is no GPU {device.index}, torch sees {torch.cuda.device_count()} "
-                        "(numbered from 0)")
-    utils.check_gpu_supported(device)
-    return device
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    return min(decay, (1 + updates) / (10 + updates))
 
 
 def _on(flag) -> str:

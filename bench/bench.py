@@ -45,6 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import training_data  # noqa: E402
 import utils  # noqa: E402
 
 # The homework's settings: both implementations are measured at exactly these.
@@ -176,7 +177,7 @@ def run_lucidrains_loop(case: dict) -> dict:
     device = torch.device(case["device"])
     torch.manual_seed(0)
     diffusion = lucidrains_diffusion(device)
-    images = utils.load_image_folder(case["data"], IMAGE_SIZE).to(device)
+    images = training_data.load_image_folder(case["data"], IMAGE_SIZE).to(device)
     # Its Trainer's settings: Adam(lr 1e-4, betas 0.9, 0.99), clip at 1, EMA(0.995) every 10 steps.
     optimizer = torch.optim.Adam(diffusion.parameters(), lr=1e-4, betas=(0.9, 0.99))
     ema = EMA(diffusion, beta=0.995, update_every=10).to(device)
@@ -288,7 +289,7 @@ def make_image_folder(root: Path, count: int) -> Path:
 
     folder = root / "images"
     folder.mkdir()
-    for i, image in enumerate(utils.make_demo_dataset(count, IMAGE_SIZE, seed=0)):
+    for i, image in enumerate(training_data.make_demo_dataset(count, IMAGE_SIZE, seed=0)):
         write_jpeg(image, str(folder / f"{i:05d}.jpg"), quality=95)
     return folder
 
@@ -393,7 +394,7 @@ def main() -> int:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     if args.data is not None:
-        if not args.data.is_dir() or not utils.list_images(args.data):
+        if not args.data.is_dir() or not training_data.list_images(args.data):
             p.error(f"--data {args.data} is not a folder of jpg/png images: pass one, e.g. "
                     "--data ../shared/data/cifar10-cat/train/cat, or leave it out for made-up images")
 

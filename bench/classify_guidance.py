@@ -29,6 +29,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import grids  # noqa: E402
+import training_data  # noqa: E402
 import utils  # noqa: E402
 
 
@@ -55,7 +57,7 @@ def load_classes(data_path: Path, image_size: int) -> tuple[list[str], torch.Ten
     names = sorted(p.name for p in data_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
         raise utils.UserError(f"--data_path {data_path} holds no class folders")
-    images = [utils.load_image_folder(data_path / name, image_size) for name in names]
+    images = [training_data.load_image_folder(data_path / name, image_size) for name in names]
     labels = torch.cat([torch.full((len(x),), k, dtype=torch.long) for k, x in enumerate(images)])
     return names, torch.cat(images), labels
 
@@ -74,8 +76,8 @@ def split(labels: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.
 
 
 def augment(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, S, S] -> flipped (utils.augment) and shifted by up to 2 pixels (reflection padding)."""
-    x = utils.augment(batch)
+    """uint8 [B, 3, S, S] -> flipped (training_data.augment) and shifted by up to 2 pixels (reflection padding)."""
+    x = training_data.augment(batch)
     s = x.shape[-1]
     padded = F.pad(x, (2, 2, 2, 2), mode="reflect")
     dx, dy = torch.randint(0, 5, (2,)).tolist()
@@ -188,7 +190,7 @@ def main() -> None:
                     for i in range(0, len(y), args.sample_batch_size):
                         samples.append(model.sample(y[i : i + args.sample_batch_size], w=w, threshold=args.threshold))
             samples = torch.cat(samples)  # [K * n, 3, S, S] in [0, 1]
-            utils.save_grid(samples[:: max(1, args.samples_per_class // 8)], args.out / f"samples-w{w:g}.png")
+            grids.save_grid(samples[:: max(1, args.samples_per_class // 8)], args.out / f"samples-w{w:g}.png")
             got = predict(net, samples * 2 - 1)
             per_class = {n: (got[y == k] == k).float().mean().item() for k, n in enumerate(names)}
             overall = (got == y).float().mean().item()

@@ -34,6 +34,8 @@ from torchvision.utils import make_grid, save_image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import trainer  # noqa: E402
+import training_data  # noqa: E402
 import utils  # noqa: E402
 from diffusion import GaussianDiffusion  # noqa: E402
 from unet import Unet, count_parameters  # noqa: E402
@@ -106,10 +108,10 @@ def plan_step(step: int, num_images: int, args: argparse.Namespace) -> tuple[tor
 
 
 def ema_with_warmup(decay: float):
-    """The trainer's EMA update (utils.ema_warmup_decay) for an AveragedModel."""
+    """The trainer's EMA update (trainer.ema_warmup_decay) for an AveragedModel."""
     @torch.no_grad()
     def update(ema_params: list[torch.Tensor], model_params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        torch._foreach_lerp_(ema_params, model_params, 1.0 - utils.ema_warmup_decay(decay, int(num_averaged)))
+        torch._foreach_lerp_(ema_params, model_params, 1.0 - trainer.ema_warmup_decay(decay, int(num_averaged)))
     return update
 
 
@@ -125,7 +127,7 @@ def train(name: str, net: torch.nn.Module, images: torch.Tensor, args: argparse.
     for step in range(args.steps):
         start = time.perf_counter()
         index, flip, t, noise = plan_step(step, len(images), args)
-        x_0 = utils.to_model_range(images[index], flip).contiguous(memory_format=torch.channels_last)
+        x_0 = training_data.to_model_range(images[index], flip).contiguous(memory_format=torch.channels_last)
         loss = diffusion.p_losses(x_0, t, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -156,7 +158,7 @@ def eval_loss(diffusion: GaussianDiffusion, images: torch.Tensor, args: argparse
     chosen = images[torch.randperm(len(images), generator=g)[:1024]]
     per_image, steps = [], []
     for start in range(0, len(chosen), 256):
-        x_0 = utils.to_model_range(chosen[start:start + 256])
+        x_0 = training_data.to_model_range(chosen[start:start + 256])
         t = (torch.arange(len(x_0)) + start) % args.time_steps
         noise = torch.randn(x_0.shape, generator=g)
         x_t = diffusion.q_sample(x_0, t, noise)
@@ -173,7 +175,7 @@ def main() -> None:
     args = parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = utils.load_image_folder(args.data, args.image_size)
+    images = training_data.load_image_folder(args.data, args.image_size)
     print(f"{len(images)} images from {args.data}; {args.steps} steps of batch {args.batch_size} for each network")
     mults = tuple(args.unet_dim_mults)
 
@@ -197,7 +199,7 @@ def main() -> None:
         results[name]["by_time"] = eval_loss(results[name]["ema"], images, args, by_time=True)
         torch.save(results[name]["ema"].state_dict(), out / f"ema_{name}.pt")
 
-    real = utils.to_model_range(images[:args.samples]).add(1).div(2)
+    real = training_data.to_model_range(images[:args.samples]).add(1).div(2)
     panels = [make_grid(real, nrow=8, padding=1)] + [make_grid(r["samples"], nrow=8, padding=1) for r in results.values()]
     gap = torch.ones(3, panels[0].shape[1], 6)
     save_image(torch.cat([x for p in panels for x in (p, gap)][:-1], dim=2), out / "side_by_side.png")

@@ -6,7 +6,7 @@
 For each sampler it draws --samples images from the checkpoint's EMA weights and compares them with
 the images the checkpoint was trained on (its --data_path/--data_class, or the demo set):
 
-  * with --fid_weights (the Inception file from utils.INCEPTION_URL): FID, through the same code
+  * with --fid_weights (the Inception file from fid.INCEPTION_URL): FID, through the same code
     as main.py --fid;
   * without it (no internet, no weights): a PIXEL FRECHET DISTANCE, the Frechet distance between
     Gaussians fitted to 4x4-average-pooled pixels (48 numbers per image). It is NOT FID and its
@@ -29,7 +29,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import fid  # noqa: E402
+import grids  # noqa: E402
 import serve  # noqa: E402
+import training_data  # noqa: E402
 import utils  # noqa: E402
 from ddim import ddim_sample  # noqa: E402
 
@@ -45,8 +48,8 @@ class PooledPixels(nn.Module):
 
 def real_images(args: dict) -> torch.Tensor:
     if args.get("data_path"):
-        return utils.load_image_folder(Path(args["data_path"]) / args["data_class"], args["image_size"])
-    return utils.make_demo_dataset(args["demo_images"], args["image_size"], seed=0)
+        return training_data.load_image_folder(Path(args["data_path"]) / args["data_class"], args["image_size"])
+    return training_data.make_demo_dataset(args["demo_images"], args["image_size"], seed=0)
 
 
 def main() -> None:
@@ -64,9 +67,9 @@ def main() -> None:
     model = serve.load_model(a.load_path, "model", torch.device("cpu"))
     diffusion, T = model.diffusion, model.diffusion.num_timesteps
     if a.fid_weights:
-        metric, name = utils.make_fid_metric(a.fid_weights), "FID (Inception)"
+        metric, name = fid.make_fid_metric(a.fid_weights), "FID (Inception)"
     else:
-        metric, name = utils.make_fid_metric(feature=PooledPixels()), "pixel Frechet distance (NOT FID)"
+        metric, name = fid.make_fid_metric(feature=PooledPixels()), "pixel Frechet distance (NOT FID)"
     real = real_images(checkpoint["args"])
     for i in range(0, len(real), 500):
         metric.update(real[i : i + 500], real=True)
@@ -84,7 +87,7 @@ def main() -> None:
             for i in range(0, a.samples, a.batch_size):
                 n = min(a.batch_size, a.samples - i)
                 images = diffusion.sample(n) if steps is None else ddim_sample(diffusion, n, steps, a.ddim_eta)
-                metric.update(utils.to_uint8(images), real=False)
+                metric.update(grids.to_uint8(images), real=False)
         seconds = time.perf_counter() - start
         print(f"| {label} | {steps or T} | {float(metric.compute()):.4f} | {seconds:.1f} |", flush=True)
 

@@ -1,7 +1,7 @@
 """Sample quality of a trained energy-based model (Part 3) without Inception weights: a manual check.
 
 FID needs the Inception network's weights, which cannot be downloaded everywhere. This script runs
-the project's own FID code (utils.make_fid_metric, load_real_statistics, compute_fid) with another
+the project's own FID code (fid.make_fid_metric, load_real_statistics, compute_fid) with another
 feature extractor: the images average-pooled to 8x8 (192 numbers). The result is a Frechet distance
 between Gaussians fitted to those pixel features; it is NOT FID and not comparable with published
 numbers, only between rows of its own table. For scale it also prints the distance of held-out
@@ -26,8 +26,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import fid  # noqa: E402
 import serve  # noqa: E402 (its load_model reads any main.py checkpoint)
-import utils  # noqa: E402
+import training_data  # noqa: E402
 from energy import EnergyModel, EnergyNet  # noqa: E402
 
 
@@ -64,15 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     model = load_model(args.checkpoint, use_ema=True)
-    real = utils.load_image_folder(args.data, model.image_size)
+    real = training_data.load_image_folder(args.data, model.image_size)
     order = torch.randperm(len(real))
     held_out, reference = real[order[: args.samples]], real[order[args.samples:]]
 
-    metric = utils.make_fid_metric(feature=PooledPixels())
-    utils.load_real_statistics(metric, reference, Path("/tmp") / "energy_quality_real_stats.pt")
+    metric = fid.make_fid_metric(feature=PooledPixels())
+    fid.load_real_statistics(metric, reference, Path("/tmp") / "energy_quality_real_stats.pt")
 
     def distance(images01: torch.Tensor) -> float:
-        return utils.compute_fid(metric, [images01[i : i + 250] for i in range(0, len(images01), 250)])
+        return fid.compute_fid(metric, [images01[i : i + 250] for i in range(0, len(images01), 250)])
 
     def energy(images01: torch.Tensor) -> float:
         with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import main
-import utils
+import training_data
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "4", "--batch_size", "8",
@@ -209,5 +209,5 @@ def test_a_real_process_refusing_a_class_prints_no_traceback(tmp_path):
 
 def test_demo_classes_are_the_documented_ones():
     # README and --help name them; the demo set draws them (tests/test_class_data.py checks the drawing).
-    assert list(utils.DEMO_CLASSES) == ["circle", "diamond", "square"]
+    assert list(training_data.DEMO_CLASSES) == ["circle", "diamond", "square"]
     assert "circle, diamond, square" in " ".join(main.build_parser().format_help().split())

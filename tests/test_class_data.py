@@ -1,4 +1,4 @@
-"""Part 2's data side in utils.py: class folders with labels, the demo set's classes, labelled batches,
+"""Part 2's data side in training_data.py: class folders with labels, the demo set's classes, labelled batches,
 the class-by-guidance figure."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-import utils
+import grids
+import training_data
 from utils import UserError
 
 
@@ -33,7 +34,7 @@ def three_classes(tmp_path) -> Path:
 
 
 def test_class_folders_are_labelled_in_sorted_name_order(three_classes):
-    images, labels, names = utils.load_class_folders(three_classes, 8)
+    images, labels, names = training_data.load_class_folders(three_classes, 8)
     assert names == ["ant", "moth", "zebra"]
     assert images.shape == (6, 3, 8, 8) and images.dtype == torch.uint8
     assert labels.dtype == torch.long and labels.tolist() == [0, 0, 0, 1, 2, 2]
@@ -43,7 +44,7 @@ def test_class_folders_are_labelled_in_sorted_name_order(three_classes):
 
 
 def test_named_classes_are_a_sorted_subset(three_classes):
-    images, labels, names = utils.load_class_folders(three_classes, 8, classes=["zebra", "ant"])
+    images, labels, names = training_data.load_class_folders(three_classes, 8, classes=["zebra", "ant"])
     assert names == ["ant", "zebra"] and labels.tolist() == [0, 0, 0, 1, 1] and len(images) == 5
 
 
@@ -51,7 +52,7 @@ def test_named_classes_are_a_sorted_subset(three_classes):
                                             (["bee"], ["--classes bee"])])
 def test_an_unknown_class_is_an_error_naming_the_folders(three_classes, classes, words):
     with pytest.raises(UserError) as error:
-        utils.load_class_folders(three_classes, 8, classes=classes)
+        training_data.load_class_folders(three_classes, 8, classes=classes)
     for word in words:
         assert word in str(error.value)
 
@@ -60,27 +61,27 @@ def test_a_folder_without_class_folders_is_an_error(tmp_path):
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "a.png")
     with pytest.raises(UserError, match="no class folders"):
-        utils.load_class_folders(tmp_path / "flat", 8)
+        training_data.load_class_folders(tmp_path / "flat", 8)
     with pytest.raises(UserError, match="does not exist"):
-        utils.load_class_folders(tmp_path / "missing", 8)
+        training_data.load_class_folders(tmp_path / "missing", 8)
 
 
 @pytest.mark.slow
 def test_demo_classes_draw_their_shape_and_leave_the_plain_demo_set_unchanged():
-    plain = utils.make_demo_dataset(48, 32, seed=3)
-    assert torch.equal(plain, utils.make_demo_dataset(48, 32, seed=3, labels=None))
+    plain = training_data.make_demo_dataset(48, 32, seed=3)
+    assert torch.equal(plain, training_data.make_demo_dataset(48, 32, seed=3, labels=None))
     # The same seed draws the same backgrounds, places, sizes and colours: only the shape differs.
     # A square of half-width r covers 4 r^2, a disc pi r^2, a diamond (|dx| + |dy| <= 1.3 r) 3.4 r^2.
     covered = {}
-    for k, name in enumerate(utils.DEMO_CLASSES):
-        images = utils.make_demo_dataset(48, 32, seed=3, labels=torch.full((48,), k))
+    for k, name in enumerate(training_data.DEMO_CLASSES):
+        images = training_data.make_demo_dataset(48, 32, seed=3, labels=torch.full((48,), k))
         background = images[:, :, :1, :1]  # the top-left corner is background in nearly every image
         covered[name] = (images != background).any(dim=1).float().mean(dim=(1, 2))  # [48]
-    assert utils.DEMO_CLASSES == ("circle", "diamond", "square")
+    assert training_data.DEMO_CLASSES == ("circle", "diamond", "square")
     assert (covered["square"] > covered["diamond"]).float().mean() > 0.9
     assert (covered["diamond"] > covered["circle"]).float().mean() > 0.9
     with pytest.raises(ValueError, match="labels"):
-        utils.make_demo_dataset(4, 32, labels=torch.tensor([0, 1, 2, 3]))
+        training_data.make_demo_dataset(4, 32, labels=torch.tensor([0, 1, 2, 3]))
 
 
 def test_labelled_batches_keep_each_image_with_its_label():
@@ -88,8 +89,8 @@ def test_labelled_batches_keep_each_image_with_its_label():
     n = 24
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).contiguous()
     labels = torch.arange(n) % 5
-    for batches in (utils.DeviceBatches(images, 8, labels=labels),
-                    utils.LoaderBatches(images, 8, 0, torch.device("cpu"), labels=labels)):
+    for batches in (training_data.DeviceBatches(images, 8, labels=labels),
+                    training_data.LoaderBatches(images, 8, 0, torch.device("cpu"), labels=labels)):
         seen = []
         for _ in range(6):
             x, y = next(batches)
@@ -107,7 +108,7 @@ def test_guidance_figure_puts_each_class_and_weight_in_its_cell(tmp_path):
     panel = torch.stack([torch.stack([torch.tensor(colour(w, k)).div(255).view(1, 3, 1, 1).expand(n, 3, s, s)
                                       for k in range(K)]) for w in range(W)])
     path = tmp_path / "guidance.png"
-    utils.save_guidance_figure({"static": panel, "dynamic": panel}, ["ant", "zebra"], [0.0, 1.0, 5.0], path, scale=scale)
+    grids.save_guidance_figure({"static": panel, "dynamic": panel}, ["ant", "zebra"], [0.0, 1.0, 5.0], path, scale=scale)
     figure = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).long()  # [H, W, 3]
 
     def where(w: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+import fid
 import main
-import utils
+import training_data
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
@@ -94,7 +95,7 @@ def test_bad_input_is_one_line_naming_the_flag(flags, words, files, capsys, monk
 
 def test_fid_without_reachable_weights_fails_at_start_up_in_seconds(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty weights cache
-    monkeypatch.setattr(utils, "INCEPTION_URL", (tmp_path / "nowhere" / "inception.pth").as_uri())  # no network
+    monkeypatch.setattr(fid, "INCEPTION_URL", (tmp_path / "nowhere" / "inception.pth").as_uri())  # no network
     start = time.perf_counter()
     code = main.main([*TINY, "--fid", "--train_steps", "1000", "--save_folder", str(tmp_path / "results")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -196,5 +197,5 @@ def test_ctrl_c_at_any_moment_of_a_real_run_prints_no_traceback(tmp_path):
 
 def test_training_above_the_prepared_size_warns_that_images_are_enlarged(files):
     with pytest.warns(UserWarning, match=r"--image_size 64 is larger than the images .* \(e\.g\. 32x32\)"):
-        images = utils.load_image_folder(files / "data" / "small", 64)
+        images = training_data.load_image_folder(files / "data" / "small", 64)
     assert images.shape == (3, 3, 64, 64)

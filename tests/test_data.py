@@ -1,4 +1,4 @@
-"""utils.py's data side: the demo set, image folders and their cache, augmentation, batches, atomic saves."""
+"""training_data.py: the demo set, image folders and their cache, augmentation, batches; utils.py's atomic saves."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import training_data
 import utils
 from utils import UserError
 
@@ -18,15 +19,15 @@ def write_image(path: Path, size=(32, 32), colour=(200, 30, 30)) -> None:
 
 @pytest.mark.slow
 def test_demo_dataset_is_deterministic_varied_uint8_images():
-    a = utils.make_demo_dataset(64, 32, seed=0)
+    a = training_data.make_demo_dataset(64, 32, seed=0)
     assert a.shape == (64, 3, 32, 32) and a.dtype == torch.uint8
-    assert torch.equal(a, utils.make_demo_dataset(64, 32, seed=0))
-    assert not torch.equal(a, utils.make_demo_dataset(64, 32, seed=1))
+    assert torch.equal(a, training_data.make_demo_dataset(64, 32, seed=0))
+    assert not torch.equal(a, training_data.make_demo_dataset(64, 32, seed=1))
     # Every image has a shape on a background (several colours), and the images differ.
     colours_per_image = [len(torch.unique(img.flatten(1), dim=1).T) for img in a[:8]]
     assert min(colours_per_image) >= 3
     assert a.float().std(dim=0).mean() > 20
-    assert utils.make_demo_dataset(4, 64).shape == (4, 3, 64, 64)
+    assert training_data.make_demo_dataset(4, 64).shape == (4, 3, 64, 64)
 
 
 def test_image_folder_resizes_centre_crops_and_reads_all_formats(tmp_path):
@@ -39,7 +40,7 @@ def test_image_folder_resizes_centre_crops_and_reads_all_formats(tmp_path):
     write_image(tmp_path / "c.webp", (16, 16), (240, 240, 10))
     (tmp_path / "notes.txt").write_text("not an image")
 
-    images = utils.load_image_folder(tmp_path, 32)
+    images = training_data.load_image_folder(tmp_path, 32)
     assert images.shape == (3, 3, 32, 32) and images.dtype == torch.uint8
     green = torch.tensor([0, 200, 0], dtype=torch.float32)
     assert (images[0].float().permute(1, 2, 0) - green).abs().max() <= 2  # the crop kept the centre only
@@ -50,30 +51,30 @@ def test_image_folder_resizes_centre_crops_and_reads_all_formats(tmp_path):
 def test_image_folder_cache_is_reused_and_refreshed_when_files_change(tmp_path, monkeypatch):
     for i in range(3):
         write_image(tmp_path / f"{i}.png", colour=(i * 50, 0, 0))
-    first = utils.load_image_folder(tmp_path, 16)
+    first = training_data.load_image_folder(tmp_path, 16)
     assert (tmp_path / ".diffusion_cache_16.pt").is_file()
 
     def no_decoding(*_):
         raise AssertionError("decoded again although the cache is valid")
 
     with monkeypatch.context() as patch:
-        patch.setattr(utils, "_decode", no_decoding)
-        assert torch.equal(utils.load_image_folder(tmp_path, 16), first)
+        patch.setattr(training_data, "_decode", no_decoding)
+        assert torch.equal(training_data.load_image_folder(tmp_path, 16), first)
 
     write_image(tmp_path / "3.png", colour=(0, 0, 255))  # a new file invalidates the cache
-    assert utils.load_image_folder(tmp_path, 16).shape[0] == 4
-    assert utils.load_image_folder(tmp_path, 8).shape == (4, 3, 8, 8)  # each size has its own cache
+    assert training_data.load_image_folder(tmp_path, 16).shape[0] == 4
+    assert training_data.load_image_folder(tmp_path, 8).shape == (4, 3, 8, 8)  # each size has its own cache
 
 
 def test_missing_and_empty_folders_are_errors_naming_them(tmp_path):
     with pytest.raises(UserError, match="nowhere.*does not exist"):
-        utils.load_image_folder(tmp_path / "nowhere", 32)
+        training_data.load_image_folder(tmp_path / "nowhere", 32)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="empty holds no"):
-        utils.load_image_folder(tmp_path / "empty", 32)
+        training_data.load_image_folder(tmp_path / "empty", 32)
     (tmp_path / "parent" / "cat").mkdir(parents=True)
     with pytest.raises(UserError, match="subfolders cat"):
-        utils.load_image_folder(tmp_path / "parent", 32)
+        training_data.load_image_folder(tmp_path / "parent", 32)
 
 
 def test_a_few_unreadable_files_warn_many_are_an_error(tmp_path):
@@ -81,7 +82,7 @@ def test_a_few_unreadable_files_warn_many_are_an_error(tmp_path):
         write_image(tmp_path / f"{i:02d}.png")
     (tmp_path / "broken.jpg").write_bytes(b"this is not a jpeg")
     with pytest.warns(UserWarning, match="skipped 1 unreadable file.*broken.jpg"):
-        images = utils.load_image_folder(tmp_path, 32)
+        images = training_data.load_image_folder(tmp_path, 32)
     assert images.shape[0] == 20
 
     bad = tmp_path / "bad"
@@ -90,36 +91,36 @@ def test_a_few_unreadable_files_warn_many_are_an_error(tmp_path):
     (bad / "x.png").write_bytes(b"\x89PNG broken")
     (bad / "y.webp").write_bytes(b"")
     with pytest.raises(UserError, match="2 of 3 images.*x.png, y.webp"):
-        utils.load_image_folder(bad, 32)
+        training_data.load_image_folder(bad, 32)
 
 
 def test_augment_flips_about_half_and_scales_to_unit_range():
     image = torch.arange(3 * 4 * 4, dtype=torch.uint8).reshape(1, 3, 4, 4) * 5  # left-right asymmetric
     batch = image.expand(400, -1, -1, -1)
-    out = utils.augment(batch)
+    out = training_data.augment(batch)
     assert out.dtype == torch.float32 and out.shape == batch.shape
     plain, flipped = image.float() / 127.5 - 1, image.flip(-1).float() / 127.5 - 1
     is_plain = (out == plain).flatten(1).all(1)
     is_flipped = (out == flipped).flatten(1).all(1)
     assert bool((is_plain | is_flipped).all())
     assert 120 < int(is_flipped.sum()) < 280
-    full = utils.augment(torch.tensor([0, 255], dtype=torch.uint8).reshape(1, 1, 1, 2))
+    full = training_data.augment(torch.tensor([0, 255], dtype=torch.uint8).reshape(1, 1, 1, 2))
     assert full.min() == -1 and full.max() == 1
 
 
 def test_device_batches_visit_every_image_once_per_epoch():
     images = torch.arange(12, dtype=torch.uint8).reshape(12, 1, 1, 1)
-    batches = utils.DeviceBatches(images, batch_size=4)
+    batches = training_data.DeviceBatches(images, batch_size=4)
     epoch = torch.cat([next(batches) for _ in range(3)]).flatten()
     assert sorted(epoch.tolist()) == list(range(12))
     assert next(batches).shape == (4, 1, 1, 1)
-    tiny = utils.DeviceBatches(images[:2], batch_size=5)  # fewer images than a batch: with replacement
+    tiny = training_data.DeviceBatches(images[:2], batch_size=5)  # fewer images than a batch: with replacement
     assert next(tiny).shape == (5, 1, 1, 1)
 
 
 def test_loader_batches_give_whole_batches_across_epochs():
     images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1)
-    batches = utils.LoaderBatches(images, batch_size=4, workers=0, device=torch.device("cpu"))
+    batches = training_data.LoaderBatches(images, batch_size=4, workers=0, device=torch.device("cpu"))
     seen = [next(batches) for _ in range(5)]  # 2 full batches per epoch (drop_last), so this crosses epochs
     assert all(b.shape == (4, 1, 1, 1) and b.dtype == torch.uint8 for b in seen)
     assert len(set(torch.cat(seen[:2]).flatten().tolist())) == 8  # no repeats within an epoch

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
+import fid
 import main
-import utils
+import training_data
 from utils import UserError
 
 
@@ -39,23 +40,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def real():
-    return utils.make_demo_dataset(400, 32, seed=0)
+    return training_data.make_demo_dataset(400, 32, seed=0)
 
 
 def fid_of(metric, images: torch.Tensor) -> float:
-    return utils.compute_fid(metric, images.split(100))
+    return fid.compute_fid(metric, images.split(100))
 
 
 @pytest.fixture
 def metric(real, tmp_path):
-    metric = utils.make_fid_metric(feature=SmallFeatures())
-    utils.load_real_statistics(metric, real, tmp_path / "stats.pt")
+    metric = fid.make_fid_metric(feature=SmallFeatures())
+    fid.load_real_statistics(metric, real, tmp_path / "stats.pt")
     return metric
 
 
 def test_fid_of_a_set_against_itself_is_about_zero(metric, real):
     assert abs(fid_of(metric, real)) < 1e-3
-    other_half = utils.make_demo_dataset(400, 32, seed=1)  # the same distribution, other images: small
+    other_half = training_data.make_demo_dataset(400, 32, seed=1)  # the same distribution, other images: small
     assert fid_of(metric, other_half) < 0.2 * fid_of(metric, torch.rand(400, 3, 32, 32))
 
 
@@ -82,50 +83,50 @@ def test_real_statistics_are_computed_once_and_cached(real, tmp_path):
             calls.append(len(x))
             return super().forward(x)
 
-    first = utils.make_fid_metric(feature=Counting())
-    utils.load_real_statistics(first, real, tmp_path / "stats.pt")
+    first = fid.make_fid_metric(feature=Counting())
+    fid.load_real_statistics(first, real, tmp_path / "stats.pt")
     assert sum(calls) == len(real) and (tmp_path / "stats.pt").is_file()
     calls.clear()
-    second = utils.make_fid_metric(feature=Counting())
-    utils.load_real_statistics(second, real, tmp_path / "stats.pt")
+    second = fid.make_fid_metric(feature=Counting())
+    fid.load_real_statistics(second, real, tmp_path / "stats.pt")
     assert calls == []  # read from the cache
     fake = torch.rand(100, 3, 32, 32)
     assert fid_of(first, fake) == pytest.approx(fid_of(second, fake))
     calls.clear()
-    utils.load_real_statistics(utils.make_fid_metric(feature=Counting()), real[:200], tmp_path / "stats.pt")
+    fid.load_real_statistics(fid.make_fid_metric(feature=Counting()), real[:200], tmp_path / "stats.pt")
     assert sum(calls) == 200  # other images: recomputed
 
 
 def test_inception_weights_come_from_the_flag_the_cache_or_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(utils, "INCEPTION_URL", (tmp_path / "offline" / "weights-inception.pth").as_uri())
+    monkeypatch.setattr(fid, "INCEPTION_URL", (tmp_path / "offline" / "weights-inception.pth").as_uri())
     with pytest.raises(UserError, match="--fid needs the Inception weights.*--fid_weights"):
-        utils.inception_weights()
+        fid.inception_weights()
     local = tmp_path / "my-weights.pth"
     local.write_bytes(b"weights")
-    assert utils.inception_weights(str(local)) == local
+    assert fid.inception_weights(str(local)) == local
     cached = tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-inception.pth"
     assert list(cached.parent.iterdir()) == []  # the failed download left no partial file
     cached.write_bytes(b"weights")
-    assert utils.inception_weights() == cached
+    assert fid.inception_weights() == cached
     # "Download" from a reachable (local) address into the cache.
     cached.unlink()
     (tmp_path / "offline").mkdir()
     (tmp_path / "offline" / "weights-inception.pth").write_bytes(b"downloaded")
-    assert utils.inception_weights().read_bytes() == b"downloaded"
+    assert fid.inception_weights().read_bytes() == b"downloaded"
 
 
 @pytest.mark.slow
 def test_training_with_fid_logs_it(tmp_path, monkeypatch, capsys):
-    made, original = [], utils.make_fid_metric
+    made, original = [], fid.make_fid_metric
 
     def small_metric(weights_path=None, feature=None):
         made.append(weights_path)
         return original(feature=SmallFeatures())
 
-    monkeypatch.setattr(utils, "make_fid_metric", small_metric)
+    monkeypatch.setattr(fid, "make_fid_metric", small_metric)
     flags = ["--unet_dim", "8", "--unet_dim_mults", "1", "2", "--time_steps", "3", "--batch_size", "8",
-             "--demo_images", "64", "--train_steps", "2", "--save_and_sample_every", "1", "--fid",
+             "--image_size", "16", "--demo_images", "64", "--train_steps", "2", "--save_and_sample_every", "1", "--fid",
              "--fid_samples", "60", "--sample_batch_size", "30", "--save_folder", str(tmp_path)]
     assert main.main(flags) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import devices
 import diffusion
+import fid
 import main
 import trainer as trainer_module
 import utils
@@ -58,7 +60,7 @@ def no_wandb(monkeypatch):
 ])
 def test_gpu_architecture_check(capability, arch_list, name, runs):
     def check():
-        utils.check_gpu_supported(torch.device("cuda", 0), capability, arch_list, name)
+        devices.check_gpu_supported(torch.device("cuda", 0), capability, arch_list, name)
 
     if runs:
         check()
@@ -90,7 +92,7 @@ def test_a_gpu_index_that_is_not_there_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(UserError, match="--device cuda:1: there is no GPU 1, torch sees 1"):
-        trainer_module.pick_device("cuda:1")
+        devices.pick_device("cuda:1")
 
 
 # ------------------------------------------------------------------ item 5: FID's packages
@@ -104,9 +106,9 @@ def test_fid_without_its_package_stops_before_training_in_one_line(tmp_path, mon
     def no_network(*args, **kwargs):
         raise AssertionError("the package check must come before any download")
 
-    monkeypatch.setattr(utils.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(fid.urllib.request, "urlopen", no_network)
     with pytest.raises(UserError, match=f"pip install {package}"):
-        utils.check_fid_installed()
+        fid.check_fid_installed()
     code = main.main([*TINY, "--save_folder", str(tmp_path), "--train_steps", "1", "--fid"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
@@ -115,7 +117,7 @@ def test_fid_without_its_package_stops_before_training_in_one_line(tmp_path, mon
 
 
 def test_fid_check_passes_when_the_packages_are_installed():
-    utils.check_fid_installed()
+    fid.check_fid_installed()
 
 
 # ------------------------------------------------------------------ item 4: no host sync in the EMA update
@@ -451,8 +453,8 @@ def small_fid(monkeypatch):
             x = x.float().flatten(2) / 255
             return torch.cat([x.mean(2), x.std(2)], dim=1)
 
-    original = utils.make_fid_metric
-    monkeypatch.setattr(utils, "make_fid_metric", lambda weights_path=None, feature=None:
+    original = fid.make_fid_metric
+    monkeypatch.setattr(fid, "make_fid_metric", lambda weights_path=None, feature=None:
                         original(feature=ColourFeatures()))
 
 

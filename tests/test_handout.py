@@ -6,6 +6,7 @@ implemented yet", the solution passes, the autograder gives full and zero marks)
 
 from __future__ import annotations
 
+import ast
 import configparser
 import json
 import os
@@ -42,7 +43,7 @@ def test_handout_holds_what_students_need_and_nothing_else(built):
     assert files == make_handout.handout_files(ROOT)  # the list defined in one place
     for needed in ("diffusion.py", "unet.py", "test_diffusion.py", "requirements.txt", "data/reference/public.pt"):
         assert needed in files
-    for optional in ("trainer.py", "utils.py", "main.py", "README.md", "run_in_colab.ipynb", "run_in_kaggle.ipynb"):
+    for optional in make_handout.EXPECTED:
         assert (optional in files) == (ROOT / optional).is_file()
     for path in files:
         assert path.split("/")[0] not in ("tools", "tests", "bench", ".ci") and "hidden" not in path, path
@@ -53,6 +54,22 @@ STUDENT_SECTIONS = ("## Set-up", "## What you write", "## Checking your function
                     "## What to hand in", "## Troubleshooting")
 # Words that only instructor, CI or benchmark material uses: none may reach the student README.
 INSTRUCTOR_WORDS = ("instructor", "tools/", "tests/", "bench/", ".ci/", "SMOKE_TEST", "nbmake", "hidden.pt", "lucidrains")
+
+
+def test_every_module_the_handout_imports_at_load_time_ships_with_it(built):
+    """trainer.py and the rest import a module per concern at their top: each must be in the handout, or
+    `python main.py` fails there with an ImportError. (Imports inside functions are a part's optional files.)"""
+    out, _ = built
+    handout = out / "handout"
+    ours = {p.stem for p in ROOT.glob("*.py")}
+    for path in handout.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in ours:
+                    assert (handout / f"{top}.py").is_file(), f"{path.name} imports {top}, which the handout lacks"
 
 
 def test_readme_keeps_student_sections_and_drops_instructor_only_ones(built):

@@ -43,11 +43,11 @@ cifar = load_script("cifar10")
 
 @pytest.fixture
 def cache_calls(monkeypatch) -> list[tuple[Path, int]]:
-    """Records the caches the scripts ask utils.load_image_folder to build, instead of building them."""
-    import utils
+    """Records the caches the scripts ask training_data.load_image_folder to build, instead of building them."""
+    import training_data
 
     calls: list[tuple[Path, int]] = []
-    monkeypatch.setattr(utils, "load_image_folder", lambda folder, image_size: calls.append((Path(folder), image_size)))
+    monkeypatch.setattr(training_data, "load_image_folder", lambda folder, image_size: calls.append((Path(folder), image_size)))
     return calls
 
 
@@ -454,9 +454,9 @@ def test_prepared_folder_is_what_the_trainer_loads(tmp_path):
     source = make_afhq_zip(tmp_path / "afhq.zip")
     out = tmp_path / "out"
     afhq.main(["--source", str(source), "--out", str(out), "--classes", "dog", "--image_size", "8"])
-    import utils  # the repository's, as the script imported it
+    import training_data  # the repository's, as the script imported it
 
-    images = utils.load_image_folder(out / "train" / "dog", 8)
+    images = training_data.load_image_folder(out / "train" / "dog", 8)
     expected = np.stack([np.asarray(Image.open(f)).transpose(2, 0, 1) for f in pngs(out / "train" / "dog")])
     assert images.dtype == torch.uint8 and tuple(images.shape) == (2, 3, 8, 8)
     # The same pixels, in whatever order the loader lists the files.

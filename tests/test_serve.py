@@ -29,8 +29,9 @@ from torch.optim.swa_utils import AveragedModel
 
 import main as main_py
 import serve
+from checkpoints import CHECKPOINT_FORMAT
 from diffusion import ConditionalGaussianDiffusion
-from trainer import CHECKPOINT_FORMAT, TrainConfig
+from trainer import TrainConfig
 from unet import Unet
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,6 +15,7 @@ from PIL import Image
 
 import main
 import trainer as trainer_module
+import training_data
 import utils
 from trainer import FitResult, Status, TrainConfig, Trainer
 
@@ -204,7 +205,7 @@ def test_speed_flags_fall_back_with_warnings_on_the_cpu(tmp_path, monkeypatch):
     messages = " ".join(str(w.message) for w in caught)
     assert "--amp fp16" in messages and "--compile" in messages
     assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()
-    assert isinstance(trainer.batches, utils.LoaderBatches)
+    assert isinstance(trainer.batches, training_data.LoaderBatches)
     assert all(torch.isfinite(loss) for loss in losses) and trainer.step == 2
     trainer.close()
 

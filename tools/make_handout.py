@@ -85,7 +85,10 @@ HANDOUT_DIRS = ("data", "web")  # web/: the page serve.py shows
 NEVER_DIRS = ("tools", "tests", "bench", ".ci", ".git")
 NEVER_NAMES = ("*hidden*", "*.pyc", ".diffusion_cache*")
 REQUIRED = ("diffusion.py", "grading.py", "unet.py", "requirements.txt")  # and each handed-out part's tests and public reference
-EXPECTED = ("trainer.py", "utils.py", "main.py", "run_in_colab.ipynb", "run_in_kaggle.ipynb", "README.md")
+# The training loop and the modules it imports (a handout without one cannot train), main.py, the notebooks.
+EXPECTED = ("trainer.py", "config.py", "training_data.py", "checkpoints.py", "evaluation.py", "fid.py", "grids.py",
+            "preflight.py", "devices.py", "run_log.py", "utils.py", "main.py", "run_in_colab.ipynb", "run_in_kaggle.ipynb",
+            "README.md")
 HIDDEN_REFERENCE = ROOT / "tools" / "reference" / "hidden.pt"
 AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "requirements.txt", "THREAT_MODEL.md")
 # Solution lines this long must not appear in any handout file (shorter ones, like `return img`,

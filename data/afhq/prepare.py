@@ -10,7 +10,7 @@ CPU cores, so this script downsamples them once:
 
     <out>/train/<class>/<name>.png      image_size x image_size RGB, resized and centre-cropped
 
-and builds the uint8 cache the trainer reads (utils.load_image_folder), so the first training run
+and builds the uint8 cache the trainer reads (training_data.load_image_folder), so the first training run
 starts at once. Train with
 
     python main.py --data_path data/afhq/train --data_class cat
@@ -47,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
+import training_data  # noqa: E402
 import utils  # noqa: E402  (the repository's utils.py)
 from utils import CommandLineParser, UserError  # noqa: E402
 
@@ -72,7 +73,7 @@ def _match(relpaths: list[str], classes: tuple[str, ...]) -> dict[str, list[str]
     on a Mac carry next to every image.
     """
     names = "|".join(re.escape(c) for c in classes)
-    suffixes = "|".join(re.escape(s) for s in utils.IMAGE_EXTENSIONS)
+    suffixes = "|".join(re.escape(s) for s in training_data.IMAGE_EXTENSIONS)
     patterns = (
         re.compile(rf"(?:^|/)train/({names})/([^/]+)(?:{suffixes})$", re.IGNORECASE),
         re.compile(rf"^({names})/([^/]+)(?:{suffixes})$", re.IGNORECASE),
@@ -222,7 +223,7 @@ def convert_class(items: list[tuple[str, Opener]], folder: Path, image_size: int
 
 def build_cache(folder: Path, image_size: int) -> None:
     """Decode the folder once into the uint8 cache beside it, as the trainer would on first use."""
-    utils.load_image_folder(folder, image_size)
+    training_data.load_image_folder(folder, image_size)
 
 
 def prepare(source: Path | None, out: Path, classes: tuple[str, ...], image_size: int,

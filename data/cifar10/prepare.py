@@ -11,7 +11,7 @@ official "python version" (cifar-10-batches-py/); this script writes
 
     <out>/train/<class>/<index>.png      the original 32x32 pixels, lossless
 
-and builds the uint8 cache the trainer reads (utils.load_image_folder) at --image_size. Train with
+and builds the uint8 cache the trainer reads (training_data.load_image_folder) at --image_size. Train with
 
     python main.py --data_path data/cifar10/train --data_class cat
     python main.py --class_cond --data_path data/cifar10/train --classes airplane automobile bird
@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
+import training_data  # noqa: E402
 import utils  # noqa: E402  (the repository's utils.py)
 from utils import CommandLineParser, UserError  # noqa: E402
 
@@ -133,7 +134,7 @@ def prepare(source: Path | None, out: Path, classes: tuple[str, ...], image_size
 
     # The pixels stay 32x32 on disk; the cache holds them at the size the trainer will ask for.
     for c in classes:
-        utils.load_image_folder(train / c, image_size)
+        training_data.load_image_folder(train / c, image_size)
     return counts
 
 
