@@ -55,6 +55,9 @@ CLASS = {
     "ray": "cheat_rewrite_results", "sam": "cheat_patch_checks", "tess": "cheat_read_hidden",
 }
 TAMPERERS = ("ray", "sam", "tess")  # each sits on the stub: honest points 0
+# Reading the hidden set from disk is stopped by file permissions only, i.e. where the sandbox runs student code
+# as a user of its own (as root with a Python every user can run). Elsewhere it reads whatever the grader's user
+# can (THREAT_MODEL.md): there tess is left out.
 
 
 def source(what: str) -> tuple[str, str]:
@@ -115,25 +118,28 @@ def rows(path: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # 21 submissions in the class, then the distinct ones alone, on 2 shared cores
 def test_a_class_gets_the_autograders_grades_and_a_report(autograder, tmp_path):
-    folder = make_class(tmp_path / "class", CLASS)
+    members = dict(CLASS)
+    if not grade_class.load_autograder(autograder, None).switches_user:
+        del members["tess"]
+    folder = make_class(tmp_path / "class", members)
     run = run_class(folder, tmp_path / "report", autograder)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "wrote" in run.stdout and "Traceback" not in run.stderr
     grades = {r["student"]: r for r in rows(tmp_path / "report" / "grades.csv")}
-    assert sorted(grades) == sorted(CLASS)
+    assert sorted(grades) == sorted(members)
     assert list(rows(tmp_path / "report" / "grades.csv")[0])[:3] == ["student", "total", "q_sample"]
 
     # Every total is the autograder's for that submission alone (one run per distinct submission).
     distinct = {}
-    for student, what in CLASS.items():
+    for student, what in members.items():
         distinct.setdefault(what, student)
     with ThreadPoolExecutor(2) as pool:
         solo = dict(zip(distinct, pool.map(lambda w: alone(autograder, folder / distinct[w], tmp_path / f"{distinct[w]}.json"),
                                             distinct)))
-    for student, what in CLASS.items():
+    for student, what in members.items():
         assert float(grades[student]["total"]) == pytest.approx(solo[what], abs=0.006), (student, what)
     assert float(grades["ada"]["total"]) == 100 and float(grades["dee"]["total"]) < 100
-    for tamperer in TAMPERERS:
+    for tamperer in set(TAMPERERS) & set(members):
         assert float(grades[tamperer]["total"]) <= solo["stub"] == 0
 
     # The planted mistakes, ranked by how many students made them.
@@ -150,7 +156,7 @@ def test_a_class_gets_the_autograders_grades_and_a_report(autograder, tmp_path):
                                               "one t for the whole batch")]
     assert ranked == sorted(ranked)
     look = page[page.index("need a look</h2>"):page.index("Every student")]
-    for student in ("lou", "max", "ned", "oli", "pat", *TAMPERERS):
+    for student in {"lou", "max", "ned", "oli", "pat", "ray", "sam"} & set(members):
         assert f"<td>{student}</td>" in look, student
     assert "atexit" in look and "<script" not in page and "http" not in page.split("</style>")[1]
 
@@ -205,3 +211,15 @@ def test_a_gradescope_export_names_its_submitters(tmp_path):
                                               "Bo Li <42> & Cy Xu <cy@example.edu>"]
         assert (found[0].folder / "diffusion.py").is_file()
         assert found[2].folder.is_dir() and not any(found[2].folder.iterdir())  # in the metadata only: nothing handed in
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_what_a_sandbox_uid_leaves_running_is_killed():
+    """As root, each parallel grader's student code runs under an unused uid; whatever it leaves is killed."""
+    uid = grade_class.sandbox_uids(1)[0]
+    with pytest.raises(KeyError):
+        __import__("pwd").getpwuid(uid)
+    left = subprocess.Popen(["sleep", "60"], user=uid, group=uid, extra_groups=[], start_new_session=True)
+    assert grade_class.kill_user_processes(uid) == 1
+    assert left.wait(timeout=10) == -9
+    assert grade_class.kill_user_processes(uid) == 0

@@ -112,8 +112,16 @@ def load_autograder(folder: Path, numbers: list[int] | None) -> Autograder:
                        "`python tools/make_handout.py dist --parts 1 2 3`, or pass --autograder DIR")
     spec = importlib.util.spec_from_file_location("built_grade", folder / "grade.py")
     grade = importlib.util.module_from_spec(spec)
+    path, modules = list(sys.path), set(sys.modules)
     sys.modules["built_grade"] = grade  # dataclasses look their module up there
-    spec.loader.exec_module(grade)  # reads its tables only: nothing is graded in this process
+    try:
+        spec.loader.exec_module(grade)  # reads its tables only: nothing is graded in this process
+        switches_user = sys.modules["sandbox"]._can_switch_user()
+    finally:  # the build's grading.py and sandbox.py stay out of this process's later imports
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if folder in Path(getattr(sys.modules[name], "__file__", None) or "/").parents:
+                del sys.modules[name]
     built = {name: part for name, part in grade.PARTS.items() if (folder / f"{part.tests}.py").is_file()}
     numbered = {i + 1: name for i, name in enumerate(grade.PARTS)}
     chosen = {}
@@ -123,8 +131,7 @@ def load_autograder(folder: Path, numbers: list[int] | None) -> Autograder:
             raise BadInput(f"the autograder at {folder} does not grade Part {number}: rebuild it with "
                            f"`python tools/make_handout.py dist --parts ... {number}`, or leave --parts out")
         chosen[name] = built[name]
-    sandbox = sys.modules.get("sandbox")
-    return Autograder(folder, chosen, float(grade.RUN_TIME_LIMIT_S), bool(sandbox and sandbox._can_switch_user()))
+    return Autograder(folder, chosen, float(grade.RUN_TIME_LIMIT_S), bool(switches_user))
 
 
 def part_label(name: str, part) -> str:
@@ -447,7 +454,8 @@ def summarise(graded: list[Graded], submissions: list[Submission], autograder: A
             lines.append("code a solution never needs (tampering?): " + "; ".join(notes))
         if lines:
             problems.append((g.student, list(dict.fromkeys(lines))))
-    mistakes = sorted(ranked.values(), key=lambda m: (-len(m["students"]), m["part"], m["function"], m["title"]))
+    mistakes = sorted(ranked.values(), key=lambda m: (-len(m["students"]), not m.get("named", True), m["part"],
+                                                      m["function"], m["title"]))
     parts = ", ".join(part_label(n, p) for n, p in autograder.parts.items())
     return {"title": f"Class report: {source.name}", "entries": entries, "students": students,
             "mistake_rows": mistake_rows, "mistakes": mistakes, "problems": problems,
