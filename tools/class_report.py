@@ -1,4 +1,4 @@
-"""report.html for tools/grade_class.py: one self-contained page (inline CSS and SVG, no script, no network).
+"""grades.csv, mistakes.csv and report.html for tools/grade_class.py; report.html is one self-contained page (inline CSS and SVG, no script, no network).
 
 Every text that comes from a submission (student names from the export, the grader's messages, which
 quote the student's code and errors) is HTML-escaped: a submission cannot put markup in the report.
@@ -6,6 +6,7 @@ quote the student's code and errors) is HTML-escaped: a submission cannot put ma
 
 from __future__ import annotations
 
+import csv
 import html
 from pathlib import Path
 
@@ -124,3 +125,20 @@ def render(report: dict) -> str:
 
 def write(path: Path, report: dict) -> None:
     path.write_text(render(report), encoding="utf-8")
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    names = [name for name, _ in report["entries"]]
+    with open(out / "grades.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "total", *names])
+        for s in report["students"]:
+            graded = s["total"] is not None
+            writer.writerow([s["student"], fmt(s["total"]) if graded else "",
+                             *[fmt(s["scores"].get(n, 0.0)) if graded else "" for n in names]])
+    with open(out / "mistakes.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "part", "function", "mistake"])
+        writer.writerows(report["mistake_rows"])
+    write(out / "report.html", report)
