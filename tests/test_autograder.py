@@ -83,3 +83,23 @@ def test_unrunnable_submissions_get_one_short_honest_message(name, says, tmp_pat
     assert says in results["output"] and "hidden inputs" not in results["output"], results["output"]
     for test in results["tests"]:
         assert says in test["output"] and "Traceback" not in test["output"] and len(test["output"]) < 400
+
+
+@pytest.mark.parametrize("python", ["fails_to_import_torch", "not_executable"])
+def test_a_sandbox_that_cannot_start_scores_no_one(python, tmp_path, monkeypatch, capsys):
+    """An interpreter the sandbox's user cannot run, or whose torch it cannot read (a venv under a mode-700
+    folder), is the grader's fault: one line naming it, exit status 2, no results.json, also for the solution."""
+    import sandbox
+    fake = tmp_path / python
+    fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
+    fake.chmod(0o755 if python == "fails_to_import_torch" else 0o644)
+    monkeypatch.setattr(sandbox, "PYTHON", str(fake))
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "submission" / "diffusion.py").write_text((ROOT / "diffusion.py").read_text())
+    results = tmp_path / "results" / "results.json"
+    status = grade.main(["--submission", str(tmp_path / "submission"), "--results", str(results), "--parts", "diffusion"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("grade.py")]
+    assert status == 2 and not results.exists()
+    assert len(errors) == 1 and str(fake) in errors[0] and "No scores were written" in errors[0], errors
+    assert ("No module named torch" if python == "fails_to_import_torch" else "Permission denied") in errors[0]
+    assert grade.main(["--check"]) == 2

@@ -10,6 +10,8 @@ The tests run here, in the grader's process, with the hidden reference; every ca
 student's code runs in a sandbox process (sandbox.py: as the user `nobody` when this runs as root)
 that sees the inputs of each case but never the expected outputs. results.json is rewritten after
 each test, so whatever happens later, what finished is graded. THREAT_MODEL.md says what this holds.
+If the sandbox itself cannot start Python and import torch (the grader's fault, never the student's),
+grade.py stops with one line, exit status 2, and leaves no results.json; `--check` tries just that.
 
 Points per function, partial credit and visibility are set just below, in one place; a part is
 graded when its test file is present (Part 2 and Part 3 add their rows to PARTS).
@@ -39,7 +41,7 @@ REFERENCES = _first(HERE / "reference", HERE.parent / "reference")
 PROVIDED = _first(HERE / "provided", HERE.parents[1])  # unet.py etc., which a submission may import
 sys.path[:0] = [str(SOURCE), str(HERE)]
 
-from sandbox import Sandbox  # noqa: E402
+from sandbox import Sandbox, SandboxBroken  # noqa: E402
 
 import grading  # noqa: E402  (from SOURCE, found just above)
 
@@ -219,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="Part 1's reference file (default: the hidden set)")
     parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=None,
                         help="grade only these parts (default: every part whose test file is here)")
+    parser.add_argument("--check", action="store_true", help="only check that the sandbox can run; grade nothing")
     args = parser.parse_args(argv)
+    if args.check:
+        return check_sandbox()
     parts = {name: part for name, part in PARTS.items() if (SOURCE / f"{part.tests}.py").is_file()
              and (args.parts is None or name in args.parts)}
     if args.reference is not None:
@@ -232,12 +237,32 @@ def main(argv: list[str] | None = None) -> int:
     _protect(REFERENCES)
     start = time.monotonic()
     entries: list[dict] = []
-    for part in parts.values():
-        entries += grade_part(part, args.submission, args.results, entries, start + RUN_TIME_LIMIT_S)
+    try:
+        for part in parts.values():
+            entries += grade_part(part, args.submission, args.results, entries, start + RUN_TIME_LIMIT_S)
+    except SandboxBroken as error:
+        args.results.unlink(missing_ok=True)  # scores from a broken grader are no scores
+        print(f"grade.py: cannot grade: {error}. Install Python and torch where that user can run and read them "
+              "(not under a mode-700 folder such as /root), then grade again. No scores were written.", file=sys.stderr)
+        return 2
     results = write_results(args.results, entries, seconds=time.monotonic() - start)
     for entry in results["tests"]:
         print(f"{entry['name']:>14}: {entry['score']:6.2f} / {entry['max_score']}")
     print(f"{'total':>14}: {results['score']:6.2f} / {sum(e['max_score'] for e in entries)}  -> {args.results}")
+    return 0
+
+
+def check_sandbox() -> int:
+    """0 if a sandbox worker starts and imports torch and grading.py as the user it runs as; else one line, 2."""
+    sandbox = Sandbox.prepare({"grading.py": SOURCE / "grading.py"}, [], CALL_TIME_LIMIT_S)
+    try:
+        sandbox.start()
+    except SandboxBroken as error:
+        print(f"grade.py: cannot grade: {error}", file=sys.stderr)
+        return 2
+    finally:
+        sandbox.close()
+    print(f"grade.py: the sandbox works (its worker runs as {sandbox.user()})")
     return 0
 
 

@@ -10,6 +10,10 @@ with torch.load(weights_only=True), so a submission cannot make the grader run c
 
 A request that gets no answer within its time limit kills the worker (its whole process group);
 the next request starts a fresh one. See THREAT_MODEL.md for what this does and does not prevent.
+
+The worker says "alive" once Python, torch and grading.py are imported, before it imports any student
+code. A worker that never says it cannot be the student's doing: start() raises SandboxBroken, and
+grade.py stops without scoring anyone.
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ import torch
 
 HEADER = struct.Struct(">Q")
 MAX_MESSAGE = 256 * 2**20  # bytes: far above any observation (the largest is a few MB)
-UNPRIVILEGED_USER = "nobody"
+# A user name or a numeric uid; tools/grade_class.py gives each of its parallel graders a uid of its own.
+UNPRIVILEGED_USER = os.environ.get("AUTOGRADER_SANDBOX_USER", "nobody")
+PYTHON = sys.executable  # the worker's interpreter
+
+
+class SandboxBroken(Exception):
+    """The worker could not start Python and import torch, before any student code ran: the grader's fault."""
 
 
 # ---- both sides: length-prefixed torch.save messages over pipes --------------------------------
@@ -102,8 +112,7 @@ class Sandbox:
             path.chmod(0o755 if path.is_dir() else 0o644)
         sandbox = cls(folder, modules, time_limit_s)
         if sandbox.privileged:
-            user = pwd.getpwnam(UNPRIVILEGED_USER)
-            os.chown(home, user.pw_uid, user.pw_gid)
+            os.chown(home, *_user_ids())
         home.chmod(0o700)
         return sandbox
 
@@ -115,16 +124,34 @@ class Sandbox:
                "MKL_NUM_THREADS": "1", "LANG": "C.UTF-8"}
         options = {}
         if self.privileged:
-            user = pwd.getpwnam(UNPRIVILEGED_USER)
-            options = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        self.process = subprocess.Popen(
-            [sys.executable, "-I", "-B", "sandbox.py", "--worker", str(requests_read), str(answers_write),
-             str(self.time_limit_s), ",".join(self.modules)],
-            cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(requests_read, answers_write), start_new_session=True, preexec_fn=_limits, **options)
-        os.close(requests_read)
-        os.close(answers_write)
-        limit = 3 * self.time_limit_s + 60  # importing torch included
+            uid, gid = _user_ids()
+            options = {"user": uid, "group": gid, "extra_groups": []}
+        errors = tempfile.TemporaryFile()  # the worker's stderr until it is alive (no student code has run yet)
+        try:
+            self.process = subprocess.Popen(
+                [PYTHON, "-I", "-B", "sandbox.py", "--worker", str(requests_read), str(answers_write),
+                 str(self.time_limit_s), ",".join(self.modules)],
+                cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                pass_fds=(requests_read, answers_write), start_new_session=True, preexec_fn=_limits, **options)
+        except OSError as error:
+            errors.close()
+            raise SandboxBroken(f"cannot start {PYTHON} as {self.user()} ({error})") from None
+        finally:
+            os.close(requests_read)
+            os.close(answers_write)
+        try:
+            alive = self._answer(time.monotonic() + 120)
+        except Exception:  # noqa: BLE001 - a dead worker, or bytes that are not a message
+            alive = None
+        if not (isinstance(alive, dict) and alive.get("alive")):
+            self.stop()
+            errors.seek(0)
+            lines = errors.read()[-4000:].decode(errors="replace").strip().splitlines()
+            errors.close()
+            why = lines[-1].strip() if lines else "no answer within 120 s, and no error message"
+            raise SandboxBroken(f"{PYTHON} could not start and import torch as {self.user()} ({why})")
+        errors.close()
+        limit = 3 * self.time_limit_s + 60
         try:
             hello = self._answer(time.monotonic() + limit)
         except Exception:  # noqa: BLE001 - a dead worker, or bytes that are not a message
@@ -138,6 +165,10 @@ class Sandbox:
             self.import_error = f"importing {names} stopped the process (does it call exit() or os._exit?)"
         elif hello.get("import_error"):
             self.import_error = str(hello["import_error"])
+
+    def user(self) -> str:
+        """Whom the worker runs as, in words."""
+        return f"user {UNPRIVILEGED_USER}" if self.privileged else f"this grader's user ({pwd.getpwuid(os.geteuid()).pw_name})"
 
     def observe(self, module: str, name: str, remote_class, args: tuple):
         """Run an observation in the worker; its plain-data result, or the failure it raised."""
@@ -192,6 +223,13 @@ class Sandbox:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _user_ids() -> tuple[int, int]:
+    if UNPRIVILEGED_USER.isdigit():  # a uid that need not be in /etc/passwd
+        return int(UNPRIVILEGED_USER), int(UNPRIVILEGED_USER)
+    user = pwd.getpwnam(UNPRIVILEGED_USER)
+    return user.pw_uid, user.pw_gid
+
+
 def _can_switch_user() -> bool:
     """Root, and the interpreter usable by every user: then the worker runs as UNPRIVILEGED_USER. (Not on a
     machine where Python lives under /root: there the worker runs as this user, and says so.)"""
@@ -222,6 +260,10 @@ def worker(requests: int, answers: int, time_limit_s: float, modules: list[str])
 
     import grading
     grading.TIME_LIMIT_S = time_limit_s
+    send(answers, {"alive": True})
+    devnull = os.open(os.devnull, os.O_WRONLY)  # from here on, what is printed comes from student code
+    os.dup2(devnull, 2)
+    os.close(devnull)
     try:
         for module in modules:
             importlib.import_module(module)
@@ -249,4 +291,4 @@ def worker(requests: int, answers: int, time_limit_s: float, modules: list[str])
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    worker(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5].split(","))
+    worker(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), [m for m in sys.argv[5].split(",") if m])
