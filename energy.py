@@ -33,8 +33,8 @@ from torch import nn
 class EnergyNet(nn.Module):
     """The provided energy network: a small CNN, E(x) [B, C, H, W] -> [B].
 
-    3x3 convolutions with SiLU (Swish) activations: one at full resolution, then three that
-    halve the image, each followed by one that keeps it. A linear layer reads the remaining 4x4
+    Six 3x3 convolutions with SiLU (Swish) activations: one at full resolution, then three that
+    halve the image, the first two followed by one that keeps its size. A linear layer reads the 4x4
     map to one number. SiLU rather than ReLU because Langevin dynamics follows dE/dx: a smooth
     activation gives a smooth gradient field (ReLU's is piecewise constant). The linear layer
     sees WHERE each feature is (a global mean would only count textures, and its samples would
