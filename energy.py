@@ -33,10 +33,12 @@ from torch import nn
 class EnergyNet(nn.Module):
     """The provided energy network: a small CNN, E(x) [B, C, H, W] -> [B].
 
-    Four 3x3 convolutions (three of them halve the image) with SiLU (Swish) activations, a mean
-    over the remaining pixels, and a linear layer to one number. SiLU rather than ReLU because
-    Langevin dynamics follows dE/dx: a smooth activation gives a smooth gradient field (ReLU's
-    is piecewise constant). The global mean makes any image size >= 1 pixel work.
+    Six 3x3 convolutions with SiLU (Swish) activations: one at full resolution, then three that
+    halve the image, the first two followed by one that keeps its size. A linear layer reads the 4x4
+    map to one number. SiLU rather than ReLU because Langevin dynamics follows dE/dx: a smooth
+    activation gives a smooth gradient field (ReLU's is piecewise constant). The linear layer
+    sees WHERE each feature is (a global mean would only count textures, and its samples would
+    have no shapes); adaptive pooling to 4x4 first makes any image size work.
 
     Args:
         channels: C of the images.
@@ -48,15 +50,17 @@ class EnergyNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(channels, dim, 3, padding=1), nn.SiLU(),                  # [B, dim, H, W]
             nn.Conv2d(dim, 2 * dim, 3, stride=2, padding=1), nn.SiLU(),         # [B, 2 dim, H/2, W/2]
+            nn.Conv2d(2 * dim, 2 * dim, 3, padding=1), nn.SiLU(),
             nn.Conv2d(2 * dim, 4 * dim, 3, stride=2, padding=1), nn.SiLU(),     # [B, 4 dim, H/4, W/4]
+            nn.Conv2d(4 * dim, 4 * dim, 3, padding=1), nn.SiLU(),
             nn.Conv2d(4 * dim, 4 * dim, 3, stride=2, padding=1), nn.SiLU(),     # [B, 4 dim, H/8, W/8]
+            nn.AdaptiveAvgPool2d(4),                                            # [B, 4 dim, 4, 4]
         )
-        self.head = nn.Linear(4 * dim, 1)
+        self.head = nn.Linear(4 * dim * 16, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C, H, W] in [-1, 1]. Returns the energies E(x): [B]."""
-        h = self.features(x).mean(dim=(2, 3))  # [B, 4 dim]
-        return self.head(h).squeeze(1)
+        return self.head(self.features(x).flatten(1)).squeeze(1)
 
 
 class EnergyModel(nn.Module):
