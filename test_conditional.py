@@ -799,7 +799,7 @@ def spy_guidance_and_threshold(diffusion, case: dict) -> dict:
         if bound["method"] != method:
             raise GradingError(f"called threshold with method {bound['method']!r}; pass p_sample's own threshold "
                                f"({method!r})")
-        if not close(got, wanted):
+        if not close(got, wanted):  # x0_hat reaches 1e3 at t = T-1
             if not counts["guided_noise"]:
                 raise GradingError("p_sample never called self.guided_noise: eps_bar comes from self.guided_noise(x, t, y, w) "
                                    "(calling the model directly ignores w)")

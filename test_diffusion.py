@@ -24,7 +24,7 @@ where it is (example, channel, pixel) and your value next to the expected one. W
 output equals the output of a common mistake stored in the reference file (in every case
 where it is stored), the message names the mistake and the equation it breaks.
 "<name>: not implemented yet" means the function still raises NotImplementedError.
-Tolerance: |yours - expected| <= 1e-5 + 1e-5 |expected|.
+Tolerance: |yours - expected| <= 1e-5 + 1e-5 max|expected| (the largest entry sets the scale).
 
 Replay a failing case in Python, e.g. test_q_sample[t_mixed-B6-C3-8x8-T50]:
 

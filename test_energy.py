@@ -22,7 +22,7 @@ Each failure names the function and the case, then says what differs: the larges
 it is and your value next to the expected one. When your output equals the output of a common
 mistake stored in the reference file (in every case where it is stored), the message names the
 mistake and the equation it breaks. "<name>: not implemented yet" means the function still raises
-NotImplementedError. Tolerance: |yours - expected| <= 1e-5 + 1e-5 |expected|.
+NotImplementedError. Tolerance: |yours - expected| <= 1e-5 + 1e-5 max|expected| (the largest entry sets the scale).
 
 Replay a failing case in Python, e.g. test_langevin_step[clamped-B2-C3-6x6]:
 
