@@ -342,6 +342,18 @@ def plain(value):
     return Unknown(type(value).__name__, text)
 
 
+def snapshot(value):
+    """A copy of `value` as it is now (tensors cloned, in containers too): what a spy records, since the
+    code under test may go on changing the tensors it was given or returned, in place."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(v) for v in value)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    return value
+
+
 def encode(value):
     """Plain data for torch.save(weights_only-loadable): an Unknown becomes {"__unknown__": [type, repr]}."""
     if isinstance(value, Unknown):

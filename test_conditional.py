@@ -280,23 +280,28 @@ def test_sample_calls(diffusion_class, config):
              "one image per label (B = len(y))")
     if device not in ("None", seen["buffers_device"]):
         fail(f"sample asked noise_like for noise on {device}; sample on the buffers' device, self.device")
-    if len(calls) != 1:
-        fail(f"sample called p_sample_loop {len(calls)} times; call it once, on x_T")
-    loop = calls[0]
-    if not torch.equal(loop["img"], seen["noise_like_returned"][0]):
+    steps, x_T = seen["steps"], seen["noise_like_returned"][0]
+    if len(calls) > 1 or (not calls and not steps):
+        fail(f"sample called p_sample_loop {times(len(calls))}; call it once, on x_T")
+    # Through self.p_sample_loop, or its own loop over self.p_sample: each call gets y, w and threshold.
+    for loop in calls or steps:
+        if not (isinstance(loop["y"], torch.Tensor) and loop["y"].tolist() == y):
+            fail(f"sample passed labels {loop['y']!r} to p_sample_loop; pass y (as check_labels returns it)")
+        if loop["w"] != config["w"]:
+            fail(f"p_sample_loop got w = {loop['w']!r} from sample; pass sample's own w ({config['w']})")
+        if loop["threshold"] != config["threshold"]:
+            fail(f"p_sample_loop got threshold = {loop['threshold']!r} from sample; pass sample's own threshold "
+                 f"({config['threshold']!r})")
+    start, out = (calls[0]["img"], calls[0]["out"]) if calls else (steps[0]["x"], steps[-1]["out"])
+    if not torch.equal(start, x_T):
         fail("sample did not pass the x_T drawn by noise_like to p_sample_loop")
-    if not (isinstance(loop["y"], torch.Tensor) and loop["y"].tolist() == y):
-        fail(f"sample passed labels {loop['y']!r} to p_sample_loop; pass y (as check_labels returns it)")
-    if loop["w"] != config["w"]:
-        fail(f"p_sample_loop got w = {loop['w']!r} from sample; pass sample's own w ({config['w']})")
-    if loop["threshold"] != config["threshold"]:
-        fail(f"p_sample_loop got threshold = {loop['threshold']!r} from sample; pass sample's own threshold "
-             f"({config['threshold']!r})")
-    out = loop["out"]
+    if not calls and [s["t_index"] for s in steps] != list(range(config["T"] - 1, -1, -1)):
+        fail("sample's own loop must call p_sample for t_index = T-1, ..., 0, each step on the last one's output; "
+             "or call self.p_sample_loop(x_T, y, w, threshold)")
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != wanted:
         fail(f"sample returned {list(got.shape) if isinstance(got, torch.Tensor) else grading.type_name(got)}; "
              f"expected {list(wanted)}")
-    if torch.allclose(got, (out + 1) / 2, rtol=0, atol=1e-6):
+    if close(got, (chain(x_T, config["T"]) + 1) / 2):
         return
     if torch.allclose(got, out, rtol=0, atol=1e-6):
         fail("sample returned results in [-1, 1] instead of [0, 1]: map x_0 with (x_0 + 1) / 2")
@@ -538,10 +543,10 @@ def observe_loop(diffusion_class, config: dict, img: torch.Tensor, y: torch.Tens
 def observe_sample(diffusion_class, config: dict, y: list) -> dict:
     diffusion = build(diffusion_class, config)
     diffusion.noise_like = noise_like = RecordingNoise()
-    calls = spy_p_sample_loop(diffusion)
+    calls, steps = spy_p_sample_loop(diffusion), spy_p_sample(diffusion)
     got = call("sample", diffusion.sample, list(y), config["w"], config["threshold"])
-    return {"got": got, "loop_calls": calls, "noise_like": noise_like.calls, "noise_like_returned": noise_like.returned,
-            "buffers_device": str(diffusion.alphas.device)}
+    return {"got": got, "loop_calls": calls, "steps": steps, "noise_like": noise_like.calls,
+            "noise_like_returned": noise_like.returned, "buffers_device": str(diffusion.alphas.device)}
 
 
 @observation
@@ -845,8 +850,21 @@ def spy_drop_labels(diffusion, num_classes: int) -> list[dict]:
     return calls
 
 
+def step_stand_in(x: torch.Tensor, t_index) -> torch.Tensor:
+    """What the p_sample spy returns: a fixed map per step into (-1, 1), so order and chaining show."""
+    return torch.tanh(x) * 0.9 + 0.1 * math.sin(int(t_index) + 1)
+
+
+def chain(img: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """What the p_sample_loop spy returns: the p_sample spy for t_index = T-1, ..., 0 (so that a sample
+    running its own loop over self.p_sample gets the same x_0 as one calling self.p_sample_loop)."""
+    for t_index in range(timesteps - 1, -1, -1):
+        img = step_stand_in(img, t_index)
+    return img
+
+
 def spy_p_sample(diffusion) -> list[dict]:
-    """p_sample as a fixed affine map per step, so order and chaining show in the result."""
+    """Replace p_sample with step_stand_in; record copies of its arguments and outputs."""
     steps = []
 
     def p_sample(*args, **kwargs):
@@ -855,8 +873,11 @@ def spy_p_sample(diffusion) -> list[dict]:
         x = bound["x"]
         if not isinstance(x, torch.Tensor):
             raise GradingError(f"passed x = {type(x).__name__} to p_sample; pass the current image tensor")
-        out = x * 0.9 + 0.1 * math.sin(len(steps) + 1)
-        steps.append(dict(bound, out=out))
+        try:
+            out = step_stand_in(x, bound["t_index"])
+        except (TypeError, ValueError, RuntimeError):
+            raise GradingError(f"passed t_index = {bound['t_index']!r} to p_sample; pass the loop counter, an int") from None
+        steps.append(grading.snapshot(dict(bound, out=out)))
         return out
 
     diffusion.p_sample = p_sample
@@ -871,8 +892,8 @@ def spy_p_sample_loop(diffusion) -> list[dict]:
         img = bound["img"]
         if not isinstance(img, torch.Tensor):
             raise GradingError(f"passed {type(img).__name__} to p_sample_loop; pass x_T, a tensor")
-        out = torch.tanh(2 * img)  # some x_0 in (-1, 1)
-        calls.append(dict(bound, out=out))
+        out = chain(img, diffusion.num_timesteps)
+        calls.append(grading.snapshot(dict(bound, out=out)))
         return out
 
     diffusion.p_sample_loop = p_sample_loop

@@ -236,20 +236,16 @@ def test_forward_runs_the_method(model_class, config):
     x_real, x_init = images(config, 8), images(config, 9)
     idx = torch.tensor([5, 0, 2][: config["B"]], device=DEVICE)
     seen = observe(observe_forward, model_class, config, x_real, x_init, idx)
-    buffer_calls, chains, updates, losses = seen["sample_buffer"], seen["langevin_sample"], seen["update_buffer"], seen["loss"]
+    buffer_calls, updates, losses = seen["sample_buffer"], seen["update_buffer"], seen["loss"]
     batch = config["B"]
     if len(buffer_calls) != 1 or buffer_calls[0]["batch_size"] != batch:
         asked = [c["batch_size"] for c in buffer_calls]
         fail(f"forward must call self.sample_buffer(B) once with B = {batch}, the batch size of x_real; it called "
              f"it {times(len(asked))}" + (f" with {asked}" if asked else "") + ": the chains start from the buffer")
-    if len(chains) != 1:
-        fail(f"forward called langevin_sample {times(len(chains))}; call it once, on the x that sample_buffer returned")
-    if not same_tensor(chains[0]["x"], x_init):
-        fail("forward: langevin_sample did not start from the x that sample_buffer returned (chains started from "
+    start, x_fake = chain_seen(seen, "forward", config["K"], "langevin_steps")
+    if not same_tensor(start, x_init):
+        fail("forward: the Langevin chains did not start from the x that sample_buffer returned (chains started from "
              "fresh noise instead of the replay buffer?)")
-    if chains[0]["steps"] != config["K"]:
-        fail(f"forward ran langevin_sample with steps = {chains[0]['steps']!r}; use self.langevin_steps = {config['K']}")
-    x_fake = chains[0]["out"]
     if not updates:
         fail("forward never called update_buffer: buffer never updated, so every chain restarts from the same old "
              "points. Call update_buffer with the Langevin samples and the idx that sample_buffer returned")
@@ -282,13 +278,10 @@ def test_sample_calls(model_class, config):
         fail(f"sample asked uniform_like for shape {list(asked)}; the chains need (B, C, H, W) = {list(shape)}")
     if device not in ("None", seen["model_device"]):
         fail(f"sample asked uniform_like for noise on {device}; sample on the model's device, self.device")
-    chains = seen["langevin_sample"]
-    if len(chains) != 1 or not same_tensor(chains[0]["x"], seen["uniform_returned"][0]):
-        fail("sample must call self.langevin_sample once, on the noise that uniform_like returned")
-    if chains[0]["steps"] != config["sample_steps"]:
-        fail(f"sample ran langevin_sample with steps = {chains[0]['steps']!r}; use self.sample_steps = "
-             f"{config['sample_steps']}")
-    out, got = chains[0]["out"], seen["got"]
+    start, out = chain_seen(seen, "sample", config["sample_steps"], "sample_steps")
+    if not same_tensor(start, seen["uniform_returned"][0]):
+        fail("sample must run the Langevin chains from the noise that uniform_like returned")
+    got = seen["got"]
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
         fail(f"sample returned {describe(got)}; expected shape {list(shape)}")
     if torch.allclose(got, (out + 1) / 2, rtol=0, atol=1e-6):
@@ -562,7 +555,7 @@ def observe_forward(model_class, config: dict, x_real: torch.Tensor, x_init: tor
     model.noise_like, model.uniform_like = RecordingNoise(), RecordingNoise(uniform=True)
     seen = {
         "sample_buffer": spy(model, "sample_buffer", ("batch_size",), lambda bound, k: (x_init.clone(), idx.clone())),
-        "langevin_sample": spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: torch.tanh(bound["x"] + 0.3)),
+        **spy_langevin(model),
         "update_buffer": spy(model, "update_buffer", ("x", "idx"), lambda bound, k: None),
         "loss": spy(model, "loss", ("x_real", "x_fake"), lambda bound, k: torch.tensor(0.5 + k, device=DEVICE)),
     }
@@ -575,9 +568,9 @@ def observe_sample(model_class, config: dict) -> dict:
     model = build(model_class, config["C"], config["size"], sample_steps=config["sample_steps"])
     uniform, gaussian = RecordingNoise(uniform=True), RecordingNoise()
     model.uniform_like, model.noise_like = uniform, gaussian
-    chains = spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: torch.tanh(2 * bound["x"]))
+    chains = spy_langevin(model)
     got = call("sample", model.sample, config["B"])
-    return {"got": got, "langevin_sample": chains, "uniform_like": uniform.calls, "uniform_returned": uniform.returned,
+    return {"got": got, **chains, "uniform_like": uniform.calls, "uniform_returned": uniform.returned,
             "noise_like": gaussian.calls, "model_device": str(model.replay.device)}
 
 
@@ -708,12 +701,51 @@ def spy(model, function: str, names: tuple[str, ...], result) -> list[dict]:
 
     def spy_function(*args, **kwargs):
         bound = bind(function, names, args, kwargs)
-        bound["out"] = result(bound, len(calls) + 1)
-        calls.append(bound)
-        return bound["out"]
+        out = result(bound, len(calls) + 1)
+        calls.append(grading.snapshot(dict(bound, out=out)))
+        return out
 
     setattr(model, function, spy_function)
     return calls
+
+
+def langevin_stand_in(x: torch.Tensor) -> torch.Tensor:
+    """What the langevin_step spy returns: a fixed map into (-1, 1), so that chaining shows."""
+    return torch.tanh(2 * x + 0.3)
+
+
+def chain(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """What the langevin_sample spy returns: `steps` runs of the langevin_step spy (so that code running its
+    own loop over self.langevin_step gets the same samples as code calling self.langevin_sample)."""
+    for _ in range(steps):
+        x = langevin_stand_in(x)
+    return x
+
+
+def spy_langevin(model) -> dict[str, list[dict]]:
+    """Spies for langevin_sample and langevin_step that agree with each other."""
+    return {"langevin_sample": spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: chain(bound["x"], bound["steps"])),
+            "langevin_step": spy(model, "langevin_step", ("x",), lambda bound, k: langevin_stand_in(bound["x"]))}
+
+
+def chain_seen(seen: dict, function: str, wanted_steps: int, setting: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(start, samples) of the Langevin chain that `function` ran, through self.langevin_sample once or its own
+    loop over self.langevin_step; fails naming what is wrong with it."""
+    chains, steps = seen["langevin_sample"], seen["langevin_step"]
+    if len(chains) > 1 or (not chains and not steps):
+        fail(f"{function} called langevin_sample {times(len(chains))}; call it once: "
+             f"self.langevin_sample(x, self.{setting})")
+    if chains:
+        if chains[0]["steps"] != wanted_steps:
+            fail(f"{function} ran langevin_sample with steps = {chains[0]['steps']!r}; use self.{setting} = {wanted_steps}")
+        return chains[0]["x"], chains[0]["out"]
+    if len(steps) != wanted_steps:
+        fail(f"{function} ran langevin_step {times(len(steps))}; run self.{setting} = {wanted_steps} steps "
+             f"(self.langevin_sample(x, self.{setting}) does)")
+    for previous, step in zip(steps, steps[1:]):
+        if not same_tensor(step["x"], previous["out"]):
+            fail(f"{function}: a Langevin step did not start from the previous step's output: x = self.langevin_step(x)")
+    return steps[0]["x"], steps[-1]["out"]
 
 
 def images(config: dict, seed: int) -> torch.Tensor:

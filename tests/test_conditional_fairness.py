@@ -52,6 +52,10 @@ def test_the_catalogue_is_large_and_covers_every_function():
     assert len({m.key for m in CATALOGUE}) == len(CATALOGUE)
 
 
+def test_there_are_ten_other_correct_implementations():
+    assert len(ALTERNATIVES) >= 10
+
+
 @pytest.mark.parametrize("variant", [ConditionalGaussianDiffusion] + sorted(ALTERNATIVES),
                          ids=lambda v: v if isinstance(v, str) else v.__name__)
 def test_correct_implementations_pass(variant, reference):

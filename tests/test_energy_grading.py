@@ -118,7 +118,15 @@ def run_checks(model_class, reference: dict) -> dict:
     return grading.run_checks(te, {"model_class": model_class}, reference)
 
 
-@pytest.mark.parametrize("variant", [EnergyModel, FreezeAndBackward, Float64], ids=lambda c: c.__name__)
+VARIANTS = [EnergyModel, FreezeAndBackward, Float64] + [
+    type(name, (EnergyModel,), dict(methods)) for name, methods in sorted(energy_mistakes.ALTERNATIVES.items())]
+
+
+def test_there_are_ten_other_correct_implementations():
+    assert len(VARIANTS) - 1 >= 10
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda c: c.__name__)
 def test_correct_implementations_pass(variant, reference):
     results = run_checks(variant, reference)
     assert len(results) >= 25

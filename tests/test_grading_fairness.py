@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import grading
 import test_diffusion as td
 from diffusion import GaussianDiffusion, extract
-from tools.mistakes import CATALOGUE
+from tools.mistakes import ALTERNATIVES, CATALOGUE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,8 +193,15 @@ def checks(diffusion_class, reference: dict | None = None) -> dict[str, str | No
     return grading.run_checks(td, {"diffusion_class": diffusion_class}, reference or grading.load_reference(REFERENCES["public"]))
 
 
-@pytest.mark.parametrize("variant", [GaussianDiffusion, OtherAlgebra, Float64, OwnBuffers, SmallDifferences],
-                         ids=lambda c: c.__name__)
+VARIANTS = [GaussianDiffusion, OtherAlgebra, Float64, OwnBuffers, SmallDifferences] + [
+    type(name, (GaussianDiffusion,), dict(methods)) for name, methods in sorted(ALTERNATIVES.items())]
+
+
+def test_there_are_ten_other_correct_implementations():
+    assert len(VARIANTS) - 1 >= 10
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda c: c.__name__)
 def test_correct_implementations_pass(variant, reference):
     results = checks(variant, reference)
     assert len(results) >= 30

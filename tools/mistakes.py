@@ -37,6 +37,14 @@ class Mistake:
 
 
 CATALOGUE: list[Mistake] = []
+ALTERNATIVES: dict[str, dict] = {}  # name -> {function: method}: correct variants that must pass every test
+
+
+def alternative(name, function):
+    def register(method):
+        ALTERNATIVES.setdefault(name, {})[function] = method
+        return method
+    return register
 
 
 def mistake(key, function, title, why, detect="output", expect=""):
@@ -422,3 +430,87 @@ def _(self, batch_size):
     with torch.no_grad():
         img = self.noise_like((batch_size, self.channels, self.image_size, self.image_size), "cpu")
         return (self.p_sample_loop(img) + 1) / 2
+
+
+# ----------------------------------------------------------------------------
+# Correct variants, in styles other than the solution's: each must pass every test
+# ----------------------------------------------------------------------------
+
+
+@alternative("in_place_map", "sample")
+def _(self, batch_size):
+    img = self.noise_like((batch_size, self.channels, self.image_size, self.image_size), self.device)
+    out = self.p_sample_loop(img)
+    return out.add_(1).mul_(0.5)
+
+
+@alternative("copy_into_x", "p_sample_loop")
+def _(self, img):
+    x = img.clone()
+    with torch.no_grad():
+        for i in reversed(range(self.num_timesteps)):
+            t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+            x.copy_(self.p_sample(x, t, i))
+    return x
+
+
+@alternative("own_loop_in_sample", "sample")
+def _(self, batch_size):
+    x = self.noise_like((batch_size, self.channels, self.image_size, self.image_size), self.device)
+    with torch.no_grad():
+        for i in range(self.num_timesteps - 1, -1, -1):
+            x = self.p_sample(x=x, t=torch.full((batch_size,), i, device=x.device, dtype=torch.long), t_index=i)
+    return x.mul(0.5).add(0.5)
+
+
+@alternative("while_loop_reused_t", "p_sample_loop")
+def _(self, img):
+    t = torch.empty(img.shape[0], dtype=torch.long, device=img.device)
+    t_index, x = self.num_timesteps - 1, img
+    while t_index >= 0:
+        x = self.p_sample(x, t.fill_(t_index), t_index)  # one t, refilled in place at every step
+        t_index -= 1
+    return x
+
+
+@alternative("index_select_and_addcmul", "q_sample")
+def _(self, x_0, t, noise):
+    sqrt_abar = self.sqrt_alphas_cumprod.index_select(0, t).view(-1, *([1] * (x_0.dim() - 1)))
+    sqrt_rest = self.sqrt_one_minus_alphas_cumprod.index_select(0, t).view(-1, *([1] * (x_0.dim() - 1)))
+    return torch.addcmul(sqrt_rest * noise, sqrt_abar, x_0)
+
+
+@alternative("index_select_and_addcmul", "p_losses")
+def _(self, x_0, t, noise):
+    predicted = self.model(self.q_sample(x_0=x_0, t=t, noise=noise), t)
+    return (predicted - noise).abs().sum() / noise.numel()
+
+
+@alternative("multinomial_t", "forward")
+def _(self, x_0, noise=None):
+    if noise is None:
+        noise = self.noise_like(x_0.shape, device=x_0.device)
+    uniform = torch.ones(self.num_timesteps, device=x_0.device)
+    t = torch.multinomial(uniform, x_0.shape[0], replacement=True)
+    return self.p_losses(x_0, t, noise)
+
+
+@alternative("in_place_step", "p_sample")
+def _(self, x, t, t_index):
+    with torch.no_grad():
+        x0_hat = x - extract(self.sqrt_one_minus_alphas_cumprod, t, x.shape) * self.model(x, t)
+        x0_hat.div_(extract(self.sqrt_alphas_cumprod, t, x.shape)).clamp_(-1, 1)
+        out = extract(self.posterior_mean_coef_x0, t, x.shape) * x0_hat
+        out.addcmul_(extract(self.posterior_mean_coef_xt, t, x.shape), x)
+        if t_index > 0:
+            out.addcmul_(extract(self.posterior_variance, t, x.shape).sqrt(), self.noise_like(x.shape, x.device))
+        return out
+
+
+@alternative("recursive_loop", "p_sample_loop")
+def _(self, img, t_index=None):
+    t_index = self.num_timesteps - 1 if t_index is None else t_index
+    if t_index < 0:
+        return img
+    t = torch.full((img.shape[0],), t_index, dtype=torch.long, device=img.device)
+    return self.p_sample_loop(self.p_sample(img, t, t_index), t_index - 1)

@@ -457,3 +457,62 @@ def _(self, y, w=0.0, threshold="static"):
     x_T = self.noise_like(shape=(len(y), self.channels, self.image_size, self.image_size), device=self.device)
     with torch.no_grad():
         return self.p_sample_loop(img=x_T, y=y, w=w, threshold=threshold).add(1).div(2)
+
+
+@alternative("in_place_map", "sample")
+def _(self, y, w=0.0, threshold="static"):
+    y = self.check_labels(y, self.device)
+    img = self.noise_like((y.shape[0], self.channels, self.image_size, self.image_size), self.device)
+    out = self.p_sample_loop(img, y, w, threshold)
+    return out.add_(1).mul_(0.5)
+
+
+@alternative("copy_into_x", "p_sample_loop")
+def _(self, img, y, w=0.0, threshold="static"):
+    x = img.clone()
+    with torch.no_grad():
+        for i in reversed(range(self.num_timesteps)):
+            x.copy_(self.p_sample(x, torch.full_like(y, i), i, y, w, threshold))
+    return x
+
+
+@alternative("own_loop_in_sample", "sample")
+def _(self, y, w=0.0, threshold="static"):
+    y = self.check_labels(y, self.device)
+    x = self.noise_like((len(y), self.channels, self.image_size, self.image_size), self.device)
+    for i in range(self.num_timesteps - 1, -1, -1):
+        t = torch.full((len(y),), i, dtype=torch.long, device=x.device)
+        x = self.p_sample(x, t, i, y, w=w, threshold=threshold)
+    return (x + 1) / 2
+
+
+@alternative("arithmetic_mask", "drop_labels")
+def _(self, y):
+    keep = (self.uniform_like(y.shape, y.device) >= self.p_uncond).long()
+    return y * keep + self.null_label * (1 - keep)
+
+
+@alternative("lerp", "guided_noise")
+def _(self, x, t, y, w):
+    eps_c, eps_u = _both(self, x, t, y)
+    return torch.lerp(eps_u, eps_c, 1 + w)
+
+
+@alternative("multinomial_t", "forward")
+def _(self, x_0, y, noise=None):
+    y = self.check_labels(y, x_0.device)
+    t = torch.multinomial(torch.ones(self.num_timesteps, device=x_0.device), len(x_0), replacement=True)
+    noise = self.noise_like(x_0.shape, x_0.device) if noise is None else noise
+    return self.p_losses(x_0, t, noise, y=self.drop_labels(y))
+
+
+@alternative("in_place_step", "p_sample")
+def _(self, x, t, t_index, y, w=0.0, threshold="static"):
+    with torch.no_grad():
+        x0_hat = x - extract(self.sqrt_one_minus_alphas_cumprod, t, x.shape) * self.guided_noise(x, t, y, w)
+        x0_hat = self.threshold(x0_hat.div_(extract(self.sqrt_alphas_cumprod, t, x.shape)), threshold)
+        out = extract(self.posterior_mean_coef_x0, t, x.shape) * x0_hat
+        out.addcmul_(extract(self.posterior_mean_coef_xt, t, x.shape), x)
+        if t_index > 0:
+            out.addcmul_(extract(self.posterior_variance, t, x.shape).sqrt(), self.noise_like(x.shape, x.device))
+        return out
