@@ -4,7 +4,7 @@
     pytest test_energy.py -k langevin_step       # the tests of one function
 
 How the checks work
-- A tiny deterministic stand-in energy (`StandInEnergy` below, not the CNN) plays E(x), so the
+- A tiny deterministic stand-in energy (`grading.stand_ins.StandInEnergy`, not the CNN) plays E(x), so the
   expected values do not change when the network does.
 - The sources of randomness (`noise_like`, `uniform_like`, `draw_replay`) are replaced by fixed
   tensors. Every input, every noise tensor, the stand-in's weights, the replay buffer and every
@@ -15,7 +15,8 @@ How the checks work
   their .grad; the loss does not differentiate through the fake samples. `forward` and `sample`
   are judged with spies: what they pass to the functions they call.
 - Each test first runs your code in an `observe_*` function (below the tests), which returns
-  what it saw; the test then judges that.
+  what it saw; the test then judges that. The machinery shared with the other parts (the stand-in
+  energy, the fixed randomness, the spies, the comparison) is in the grading/ package.
 
 Reading a failure
 Each failure names the function and the case, then says what differs: the largest error, where
@@ -40,51 +41,51 @@ Environment variables
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import grading
-from grading import GradingError, call, close, dtype_name, fail, observation, observe, times
+from grading import call, close, fail, observation, observe, times
+from grading.cases import Part, case_id, run_twice
+from grading.seams import Recording, ReplaySequence, Sequence, spy
+from grading.stand_ins import StandInEnergy
 
 FUNCTIONS = ("langevin_step", "langevin_sample", "loss", "sample_buffer", "update_buffer", "forward", "sample")
-# End to end, test_langevin_sample runs your own langevin_step.
-DEPENDS_ON = {"langevin_sample": ("langevin_step",)}
 grading.register(__file__, FUNCTIONS, hints=[
     (r"element 0 of tensors does not require grad|does not require grad and does not have a grad_fn",
      "Autograd can only differentiate E(x) with respect to x if x requires grad: start from "
      "a detached copy of x with requires_grad on, and compute E(x) inside `with torch.enable_grad():`."),
 ])
 EnergyModel = grading.import_student("energy", "EnergyModel")
-
-DEFAULT_REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "public_energy.pt"
-REFERENCE = grading.load_reference(os.environ.get("ENERGY_REFERENCE") or DEFAULT_REFERENCE)
 DEVICE = torch.device(os.environ.get("ENERGY_TEST_DEVICE", "cpu"))
+PART = Part(
+    functions=FUNCTIONS, device=DEVICE, seams=("noise_like", "uniform_like"),
+    reference_file=os.environ.get("ENERGY_REFERENCE") or Path(__file__).resolve().parent / "data" / "reference" / "public_energy.pt",
+    what={"langevin_step": "x after the step", "langevin_sample": "x after the steps", "loss": "the loss",
+          "sample_buffer": "the starting points x", "update_buffer": "the replay buffer after the update"},
+    inputs=("config", "energy", "replay", "args", "noise_like", "noise_like_calls", "uniform_like", "uniform_like_calls",
+            "draw_replay"),
+    depends_on={"langevin_sample": ("langevin_step",)})  # end to end, test_langevin_sample runs your langevin_step
+DEPENDS_ON, REFERENCE, reference_cases, reference_case = PART.depends_on, PART.reference, PART.cases, PART.case
 
 # An infinite loop fails its call after DIFFUSION_TEST_TIMEOUT s; this stops a test that makes many calls.
 pytestmark = pytest.mark.timeout(max(60.0, 6 * grading.TIME_LIMIT_S))
-
-
-def reference_cases(function: str) -> list[dict]:
-    return REFERENCE["cases"].get(function, [])
-
-
-def reference_case(function: str, case_id: str) -> dict:
-    return next(c for c in reference_cases(function) if c["id"] == case_id)
-
-
-def case_id(case: dict) -> str:
-    return case["id"]
 
 
 def config_id(config: dict) -> str:
     extra = "".join(f"-{k}{v}" for k, v in config.items() if k not in ("B", "C", "size"))
     return f"B{config['B']}-C{config['C']}-{config['size']}x{config['size']}{extra}"
 
+
+def check_reference(model_class, case: dict) -> None:
+    PART.check(model_class, case)
+
+
+def images(config: dict, seed: int) -> torch.Tensor:
+    return grading.stand_ins.images(config, seed, DEVICE, low=-0.9)
 
 # The property and spy tests' settings: batch B, channels C, image size, step counts (K other than
 # the defaults catch a hard-coded number).
@@ -294,108 +295,23 @@ def test_sample_calls(model_class, config):
 
 
 # ----------------------------------------------------------------------------
-# Judging reference cases: fixed inputs, fixed randomness, stored outputs
+# Judging reference cases: the loss with its gradient
 # ----------------------------------------------------------------------------
 
 
-WHAT = {"langevin_step": "x after the step", "langevin_sample": "x after the steps", "loss": "the loss",
-        "sample_buffer": "the starting points x", "update_buffer": "the replay buffer after the update"}
-SEAMS = ("noise_like", "uniform_like")
-_CASES = grading.Memo()
-
-
-def case_outputs(model_class, case: dict) -> dict:
-    """What `observe_case` saw on this case (computed once per class and case)."""
-    key = (id(case["reference"]), case["function"], case["id"])
-    return _CASES.get(model_class, key, lambda: observe(observe_case, model_class, case["function"], case_inputs(case)))
-
-
-def case_inputs(case: dict) -> dict:
-    """A case without its expected outputs: what the code under test may see."""
-    return {k: case[k] for k in ("config", "energy", "replay", "args", "noise_like", "noise_like_calls", "uniform_like",
-                                 "uniform_like_calls", "draw_replay")}
-
-
-def check_reference(model_class, case: dict) -> None:
-    """Compare one stored case with your output; explain any difference."""
-    function = case["function"]
-    seen = case_outputs(model_class, case)
-    label = f"{function} [{case['label']}]"
-    if seen["shape_problem"]:
-        fail(f"{label}: {seen['shape_problem']}")
-    got, expected = seen["outputs"][0], case["expected"].to(DEVICE)
-    if function == "loss":
-        problem = grading.difference("the loss", got[0] if isinstance(got, torch.Tensor) else got, expected[0])
-        if problem is None and not seen["requires_grad"]:
-            fail(f"{label}: the loss carries no gradient to the weights (requires_grad False): compute it from the "
-                 "energies with torch operations, outside torch.no_grad()")
-        if problem is None and grading.difference("", got[1:], expected[1:]) is not None:
-            problem = ("the loss has the right value but the wrong gradient with respect to the energy's weights: "
-                       "both E(x_real) and E(x_fake) must be computed with the weights in the graph (detach x_fake, "
-                       "not its energy)")
-    else:
-        problem = grading.difference(WHAT[function], got, expected)
-    if problem is not None:
-        lines = [f"{label}: {problem}"]
-        known = known_mistakes(model_class, function, got, case)
-        lines += [line for _, line in known]
-        blame = ()
-        if all(culprit != function for culprit, _ in known):  # no mistake of this function itself
-            for seam in SEAMS:
-                calls, needed = seen[seam][0], case[f"{seam}_calls"]
-                if calls != needed:
-                    lines.append(f"{seam} was called {times(calls)}; this case needs {times(needed)}"
-                                 + (" (noise drawn elsewhere, e.g. torch.randn, bypasses the seam the grader uses)"
-                                    if calls < needed else ""))
-            if isinstance(got, torch.Tensor) and not close(seen["outputs"][1], got):
-                lines.append(f"{function} gives different results for the same inputs and the same noise: it draws "
-                             "randomness elsewhere (torch.randn, rand, randint). Draw through self.noise_like, "
-                             "self.uniform_like and self.draw_replay.")
-            blame = failing_dependencies(model_class, function, case["reference"])
-            lines += [f"Note: {d}, which {function} calls, fails its own tests: fix {d} first." for d in blame]
-        fail(lines, blame)
-    if not close(seen["outputs"][1], got):
-        fail(f"{label}: called a second time on the same object with the same inputs and noise, it returns something "
-             "else: it keeps state between calls or changes the object")
-
-
-def known_mistakes(model_class, function: str, got, case: dict) -> list[tuple[str, str]]:
-    """(function the mistake is in, sentence naming it) for each stored mistake your outputs equal, in every
-    case of `function` where that mistake is stored."""
-    if not isinstance(got, torch.Tensor):
-        return []
-    got = got.detach().cpu()
-    reference, found = case["reference"], []
-    for key, output in case["mistakes"].items():
-        if not (got.dtype == output.dtype and close(got, output)):
-            continue
-        others = [c for c in reference["cases"][function] if key in c["mistakes"] and c is not case]
-        if all(close(_output_or_none(model_class, c), c["mistakes"][key]) for c in others):
-            mistake = reference["mistakes"][key]
-            where = "" if mistake["function"] == function else f" in {mistake['function']}"
-            found.append((mistake["function"], f"This matches a known mistake{where}: {mistake['title']}.\n  {mistake['why']}"))
-    return found
-
-
-def _output_or_none(model_class, case: dict):
-    try:
-        return case_outputs(model_class, case)["outputs"][0]
-    except pytest.fail.Exception:
-        return None
-
-
-def failing_dependencies(model_class, function: str, reference: dict) -> tuple[str, ...]:
-    """The functions `function` calls that fail a reference case on their own (not because of another one)."""
-    failing = []
-    for dependency in DEPENDS_ON.get(function, ()):
-        for case in reference["cases"].get(dependency, []):
-            try:
-                check_reference(model_class, case)
-            except pytest.fail.Exception as failure:
-                if not set(getattr(failure, "blame", ())) - {dependency}:
-                    failing.append(dependency)
-                    break
-    return tuple(failing)
+@PART.comparing
+def compare(function: str, got, expected: torch.Tensor, seen: dict) -> str | None:
+    """loss is compared as [loss, dloss/dweights...]: the gradient shows which energies it trains."""
+    if function != "loss":
+        return grading.difference(PART.what[function], got, expected)
+    problem = grading.difference("the loss", got[0] if isinstance(got, torch.Tensor) else got, expected[0])
+    if problem is None and not seen["loss_requires_grad"]:
+        return ("the loss carries no gradient to the weights (requires_grad False): compute it from the energies "
+                "with torch operations, outside torch.no_grad()")
+    if problem is None and grading.difference("", got[1:], expected[1:]) is not None:
+        return ("the loss has the right value but the wrong gradient with respect to the energy's weights: both "
+                "E(x_real) and E(x_fake) must be computed with the weights in the graph (detach x_fake, not its energy)")
+    return problem
 
 
 # ----------------------------------------------------------------------------
@@ -421,9 +337,9 @@ def build_for_case(model_class, case: dict):
                   **{k: v for k, v in config.items() if k not in ("channels", "image_size")})
     with torch.no_grad():
         model.replay.copy_(case["replay"].to(DEVICE))
-    model.noise_like = NoiseSequence("noise_like", case["noise_like"], case["noise_like_calls"])
-    model.uniform_like = NoiseSequence("uniform_like", case["uniform_like"], case["uniform_like_calls"])
-    model.draw_replay = ReplaySequence(case["draw_replay"])
+    model.noise_like = Sequence("noise_like", case["noise_like"], case["noise_like_calls"], DEVICE)
+    model.uniform_like = Sequence("uniform_like", case["uniform_like"], case["uniform_like_calls"], DEVICE)
+    model.draw_replay = ReplaySequence(case["draw_replay"], DEVICE)
     return model
 
 
@@ -434,11 +350,11 @@ def case_output(model, function: str, out, seen: dict):
         return model.replay.detach().clone()
     if function == "sample_buffer":
         if not (isinstance(out, tuple) and len(out) == 2):
-            seen["shape_problem"] = f"sample_buffer returned {describe(out)}; it must return the pair (x, idx)"
+            seen["problem"] = f"sample_buffer returned {describe(out)}; it must return the pair (x, idx)"
             return None
         return out[0]
     if function == "loss" and isinstance(out, torch.Tensor) and out.shape == ():
-        seen["requires_grad"] = seen["requires_grad"] and out.requires_grad
+        seen["loss_requires_grad"] = seen["loss_requires_grad"] and out.requires_grad
         params = list(model.energy_net.parameters())
         grads = torch.autograd.grad(out, params, allow_unused=True) if out.requires_grad else [None] * len(params)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
@@ -446,23 +362,23 @@ def case_output(model, function: str, out, seen: dict):
     return out
 
 
+@PART.observes_cases
 @observation
 def observe_case(model_class, function: str, case: dict) -> dict:
     """Run `function` on a reference case's inputs twice, on the same object, each time with fresh noise."""
     model = build_for_case(model_class, case)
-    seen = {"outputs": [], "noise_like": [], "uniform_like": [], "requires_grad": True, "shape_problem": None}
-    for _ in range(2):
+    extra = {"loss_requires_grad": True, "problem": None}
+
+    def fresh_seams() -> dict:
         with torch.no_grad():
             model.replay.copy_(case["replay"].to(DEVICE))
-        model.noise_like = NoiseSequence("noise_like", case["noise_like"], case["noise_like_calls"])
-        model.uniform_like = NoiseSequence("uniform_like", case["uniform_like"], case["uniform_like_calls"])
-        model.draw_replay = ReplaySequence(case["draw_replay"])
-        args = [a.to(DEVICE, copy=True) if isinstance(a, torch.Tensor) else a for a in case["args"]]
-        out = call(function, getattr(model, function), *args)
-        seen["outputs"].append(case_output(model, function, out, seen))
-        for seam in SEAMS:
-            seen[seam].append(len(getattr(model, seam).calls))
-    return seen
+        model.noise_like = Sequence("noise_like", case["noise_like"], case["noise_like_calls"], DEVICE)
+        model.uniform_like = Sequence("uniform_like", case["uniform_like"], case["uniform_like_calls"], DEVICE)
+        model.draw_replay = ReplaySequence(case["draw_replay"], DEVICE)
+        return {"noise_like": model.noise_like, "uniform_like": model.uniform_like}
+
+    seen = run_twice(function, model, case, DEVICE, fresh_seams, output=lambda out: case_output(model, function, out, extra))
+    return {**seen, **extra}
 
 
 @observation
@@ -470,7 +386,7 @@ def observe_step_effects(model_class, shape: dict, x: torch.Tensor) -> dict:
     """One langevin_step: its output, the input afterwards, and for each weight whether it changed, got a
     .grad or lost requires_grad."""
     model = build(model_class, shape["C"], shape["size"], weights(shape["C"]))
-    model.noise_like = RecordingNoise()
+    model.noise_like = Recording(DEVICE)
     before = {name: p.detach().clone() for name, p in model.energy_net.named_parameters()}
     given = x.clone()
     out = call("langevin_step", model.langevin_step, given)
@@ -487,14 +403,14 @@ def observe_step_effects(model_class, shape: dict, x: torch.Tensor) -> dict:
 def observe_step_under_no_grad(model_class, shape: dict, x: torch.Tensor) -> dict:
     """langevin_step on the same input and noise, normally and inside torch.no_grad()."""
     model = build(model_class, shape["C"], shape["size"], weights(shape["C"]))
-    model.noise_like = RecordingNoise()
+    model.noise_like = Recording(DEVICE)
     plain = call("langevin_step", model.langevin_step, x.clone())
 
     def without_gradients(x):
         with torch.no_grad():
             return model.langevin_step(x)
 
-    model.noise_like = RecordingNoise()
+    model.noise_like = Recording(DEVICE)
     try:
         return {"plain": plain, "no_grad": call("langevin_step", without_gradients, x.clone()), "error": None}
     except pytest.fail.Exception as failure:
@@ -504,7 +420,7 @@ def observe_step_under_no_grad(model_class, shape: dict, x: torch.Tensor) -> dic
 @observation
 def observe_langevin_loop(model_class, config: dict, x: torch.Tensor) -> dict:
     model = build(model_class, config["C"], config["size"])
-    model.noise_like = RecordingNoise()
+    model.noise_like = Recording(DEVICE)
     steps = spy(model, "langevin_step", ("x",), lambda bound, k: bound["x"] * 0.9 + 0.01 * k)
     got = call("langevin_sample", model.langevin_sample, x.clone(), config["steps"])
     return {"got": got, "steps": steps}
@@ -529,8 +445,8 @@ def observe_buffer_copy(model_class, shape: dict, idx: torch.Tensor) -> dict:
     with torch.no_grad():
         model.replay.copy_(images(dict(shape, B=8), 6))
     before = model.replay.clone()
-    model.draw_replay = ReplaySequence([(idx, torch.zeros(len(idx), dtype=torch.bool))])
-    model.uniform_like = RecordingNoise(uniform=True)
+    model.draw_replay = ReplaySequence([(idx, torch.zeros(len(idx), dtype=torch.bool))], DEVICE)
+    model.uniform_like = Recording(DEVICE, low=-1.0)
     got = call("sample_buffer", model.sample_buffer, shape["B"])
     if not (isinstance(got, tuple) and len(got) == 2):
         return {"pair": False, "returned": describe(got)}
@@ -552,7 +468,7 @@ def observe_buffer_graph(model_class, shape: dict, x: torch.Tensor) -> dict:
 def observe_forward(model_class, config: dict, x_real: torch.Tensor, x_init: torch.Tensor, idx: torch.Tensor) -> dict:
     """forward(x_real) with spies for sample_buffer, langevin_sample, update_buffer and loss."""
     model = build(model_class, config["C"], config["size"], langevin_steps=config["K"], buffer_size=8)
-    model.noise_like, model.uniform_like = RecordingNoise(), RecordingNoise(uniform=True)
+    model.noise_like, model.uniform_like = Recording(DEVICE), Recording(DEVICE, low=-1.0)
     seen = {
         "sample_buffer": spy(model, "sample_buffer", ("batch_size",), lambda bound, k: (x_init.clone(), idx.clone())),
         **spy_langevin(model),
@@ -566,7 +482,7 @@ def observe_forward(model_class, config: dict, x_real: torch.Tensor, x_init: tor
 @observation
 def observe_sample(model_class, config: dict) -> dict:
     model = build(model_class, config["C"], config["size"], sample_steps=config["sample_steps"])
-    uniform, gaussian = RecordingNoise(uniform=True), RecordingNoise()
+    uniform, gaussian = Recording(DEVICE, low=-1.0), Recording(DEVICE)
     model.uniform_like, model.noise_like = uniform, gaussian
     chains = spy_langevin(model)
     got = call("sample", model.sample, config["B"])
@@ -579,41 +495,6 @@ def observe_sample(model_class, config: dict) -> dict:
 # ----------------------------------------------------------------------------
 
 
-class StandInEnergy(nn.Module):
-    """A tiny deterministic energy used instead of the CNN in these tests:
-
-        h    = mix @ x  +  spatial * (x shifted right - x shifted down)          (per pixel)
-        E(x) = sum over channels and pixels of  scale * tanh(h + shift) + curvature / 2 * x^2
-
-    x: [B, C, H, W] -> E: [B]. `mix` is [C, C]; `spatial`, `shift`, `scale` and `curvature` are [C].
-    Elementwise arithmetic and sums only, so CPU and CUDA agree to float32 rounding.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.mix = nn.Parameter(torch.eye(channels) * 0.8)
-        self.spatial = nn.Parameter(torch.full((channels,), 0.3))
-        self.shift = nn.Parameter(torch.full((channels,), 0.1))
-        self.scale = nn.Parameter(torch.ones(channels))
-        self.curvature = nn.Parameter(torch.full((channels,), 0.5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels = self.mix.shape[0]
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels:
-            raise GradingError(f"the energy network was called with {describe(x)}; it takes a [B, {channels}, H, W] batch")
-        if x.dtype != self.mix.dtype:
-            raise GradingError(f"the energy network was called with a {dtype_name(x)} x, but its weights are "
-                               f"{dtype_name(self.mix)}: keep x in float32")
-
-        def per_channel(v):
-            return v[None, :, None, None]
-
-        h = (self.mix[None, :, :, None, None] * x[:, None]).sum(2)
-        h = h + per_channel(self.spatial) * (x.roll(1, -1) - x.roll(1, -2))
-        e = per_channel(self.scale) * torch.tanh(h + per_channel(self.shift)) + 0.5 * per_channel(self.curvature) * x * x
-        return e.flatten(1).sum(1)
-
-
 def weights(channels: int) -> dict:
     """Fixed non-trivial stand-in weights for the property tests."""
     generator = torch.Generator().manual_seed(channels)
@@ -622,91 +503,6 @@ def weights(channels: int) -> dict:
             "shift": torch.randn(channels, generator=generator) * 0.5,
             "scale": torch.rand(channels, generator=generator) + 0.5,
             "curvature": torch.rand(channels, generator=generator) * 0.8 + 0.2}
-
-
-class NoiseSequence:
-    """Stands in for `noise_like` or `uniform_like`: hands out the reference's tensors, in order.
-
-    `tensors` holds what a correct implementation draws, followed by spares, so that an
-    implementation that draws too often still gets fixed values (and a recognisable output).
-    """
-
-    def __init__(self, name: str, tensors: list[torch.Tensor], needed: int):
-        self.name, self.needed = name, needed
-        self.tensors = [z.to(DEVICE) for z in tensors]
-        self.calls: list[tuple[int, ...]] = []
-
-    def __call__(self, shape, device=None) -> torch.Tensor:
-        shape = tuple(int(s) for s in shape)
-        self.calls.append(shape)
-        k = len(self.calls)
-        if k > len(self.tensors):
-            raise GradingError(f"{self.name} was called {times(k)}; this case needs {times(self.needed)}")
-        z = self.tensors[k - 1]
-        if tuple(z.shape) != shape:
-            raise GradingError(f"{self.name} call {k} asked for shape {list(shape)}; the noise needed here has shape "
-                               f"{list(z.shape)}")
-        return z.to(device if device is not None else DEVICE, copy=True)
-
-
-class ReplaySequence:
-    """Stands in for `draw_replay`: hands out the reference's (idx, fresh) pairs, in order."""
-
-    def __init__(self, draws: list):
-        self.draws = [(idx.to(DEVICE), fresh.to(DEVICE)) for idx, fresh in draws]
-        self.calls: list[int] = []
-
-    def __call__(self, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
-        self.calls.append(batch_size)
-        k = len(self.calls)
-        if k > len(self.draws):
-            raise GradingError(f"draw_replay was called {times(k)}; this case needs {times(len(self.draws))}")
-        idx, fresh = self.draws[k - 1]
-        if batch_size != len(idx):
-            raise GradingError(f"draw_replay was called with batch_size = {batch_size!r}; this case's batch has "
-                               f"{len(idx)} images")
-        return idx.clone(), fresh.clone()
-
-
-class RecordingNoise:
-    """A `noise_like` (or `uniform_like`) that records its calls and returns fixed pseudo-random tensors."""
-
-    def __init__(self, uniform: bool = False):
-        self.uniform = uniform
-        self.calls: list[tuple[tuple[int, ...], str]] = []
-        self.returned: list[torch.Tensor] = []
-        self.generator = torch.Generator().manual_seed(0)
-
-    def __call__(self, shape, device=None) -> torch.Tensor:
-        shape = tuple(int(s) for s in shape)
-        self.calls.append((shape, grading.device_of(device)))
-        z = torch.rand(shape, generator=self.generator) * 2 - 1 if self.uniform else torch.randn(shape, generator=self.generator)
-        z = z.to(device if device is not None else DEVICE)
-        self.returned.append(z)
-        return z.clone()
-
-
-def bind(function: str, names: tuple[str, ...], args, kwargs) -> dict:
-    signature = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
-    try:
-        return signature.bind(*args, **kwargs).arguments
-    except TypeError as error:
-        raise GradingError(f"{function} was called with the wrong arguments ({error}); "
-                           f"call it as {function}({', '.join(names)})") from None
-
-
-def spy(model, function: str, names: tuple[str, ...], result) -> list[dict]:
-    """Replace model.<function> with a spy that records its arguments and returns result(bound, k)."""
-    calls: list[dict] = []
-
-    def spy_function(*args, **kwargs):
-        bound = bind(function, names, args, kwargs)
-        out = result(bound, len(calls) + 1)
-        calls.append(grading.snapshot(dict(bound, out=out)))
-        return out
-
-    setattr(model, function, spy_function)
-    return calls
 
 
 def langevin_stand_in(x: torch.Tensor) -> torch.Tensor:
@@ -748,17 +544,11 @@ def chain_seen(seen: dict, function: str, wanted_steps: int, setting: str) -> tu
     return steps[0]["x"], steps[-1]["out"]
 
 
-def images(config: dict, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    shape = (config["B"], config["C"], config["size"], config["size"])
-    return (torch.rand(shape, generator=generator) * 1.8 - 0.9).to(DEVICE)
-
-
 def same_tensor(a, b) -> bool:
     return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
 
 
 def describe(value) -> str:
     if isinstance(value, torch.Tensor):
-        return f"a {dtype_name(value)} tensor of shape {list(value.shape)}"
+        return f"a {grading.dtype_name(value)} tensor of shape {list(value.shape)}"
     return grading.type_name(value) + (" (a missing `return`?)" if value is None else "")

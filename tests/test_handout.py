@@ -135,7 +135,7 @@ def test_autograder_layout_and_zip(built):
     out, _ = built
     folder = out / "autograder"
     for name in ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "requirements.txt", "student_requirements.txt",
-                 "THREAT_MODEL.md", "grading.py", "test_diffusion.py", "data/reference/public.pt", "reference/hidden.pt",
+                 "THREAT_MODEL.md", "grading/__init__.py", "grading/cases.py", "test_diffusion.py", "data/reference/public.pt", "reference/hidden.pt",
                  "provided/unet.py"):
         assert (folder / name).is_file(), name
     assert (folder / "test_diffusion.py").read_bytes() == (ROOT / "test_diffusion.py").read_bytes()
@@ -209,7 +209,7 @@ def test_an_infinite_loop_fails_one_test_instead_of_hanging(tmp_path):
                                                           "            pass", 1)  # the first block: q_sample
     (tmp_path / "diffusion.py").write_text(looping)
     shutil.copy(ROOT / "test_diffusion.py", tmp_path)
-    shutil.copy(ROOT / "grading.py", tmp_path)
+    shutil.copytree(ROOT / "grading", tmp_path / "grading", ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, DIFFUSION_TEST_TIMEOUT="1", PYTHONDONTWRITEBYTECODE="1",
                DIFFUSION_REFERENCE=str(ROOT / "data" / "reference" / "public.pt"))
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_diffusion.py",
@@ -221,8 +221,8 @@ def test_an_infinite_loop_fails_one_test_instead_of_hanging(tmp_path):
 
 def _fake_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
-    for name in ("diffusion.py", "test_diffusion.py", "grading.py", "unet.py", "requirements.txt", "data/reference/public.pt",
-                 "tools/reference/hidden.pt"):
+    for name in ("diffusion.py", "test_diffusion.py", "unet.py", "requirements.txt", "data/reference/public.pt",
+                 "tools/reference/hidden.pt", *(f"grading/{m.name}" for m in (ROOT / "grading").glob("*.py"))):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     return repo

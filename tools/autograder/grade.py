@@ -34,7 +34,7 @@ def _first(*paths: Path) -> Path:
 
 
 # In a built autograder the files sit beside this script; in the repository they are where they live.
-SOURCE = _first(HERE / "grading.py", HERE.parents[1] / "grading.py").parent
+SOURCE = _first(HERE / "grading", HERE.parents[1] / "grading").parent
 REFERENCES = _first(HERE / "reference", HERE.parent / "reference")
 PROVIDED = _first(HERE / "provided", HERE.parents[1])  # unet.py etc., which a submission may import
 sys.path[:0] = [str(SOURCE), str(HERE)]
@@ -124,8 +124,9 @@ def grade_part(part: Part, submission: Path, results_path: Path, entries_so_far:
     for provided in PROVIDED.glob("*.py"):
         if provided.name not in files and not provided.name.startswith("test_"):
             files.setdefault(provided.name, provided)
-    for name in ("grading.py", f"{part.tests}.py"):
-        files[name] = SOURCE / name
+    for module in (SOURCE / "grading").glob("*.py"):
+        files[f"grading/{module.name}"] = module
+    files[f"{part.tests}.py"] = SOURCE / f"{part.tests}.py"
     for name in part.public:
         files[name] = _first(SOURCE / name, HERE / "public" / Path(name).name)
     modules = sorted({module for module, _ in part.classes.values()})

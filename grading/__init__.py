@@ -59,7 +59,8 @@ ERROR_HINTS: list[tuple[re.Pattern, str]] = [
      "A tensor created without device= lives on the CPU; on a GPU it meets tensors on the GPU. "
      "Create it with device=x.device (or move it with .to(x.device))."),
 ]
-_HARNESS_FILES: set[str] = {os.path.abspath(__file__)}
+_HARNESS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep  # this package: its frames are not yours
+_HARNESS_FILES: set[str] = set()
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _STDLIB_DIR = os.path.dirname(os.path.abspath(contextlib.__file__)) + os.sep
 
@@ -171,7 +172,7 @@ def describe_import_error(module_name: str, error: BaseException) -> str:
 
 def _is_student_frame(frame: traceback.FrameSummary) -> bool:
     path = os.path.abspath(frame.filename)
-    return not (path in _HARNESS_FILES or path.startswith(_TORCH_DIR) or path.startswith(_STDLIB_DIR)
+    return not (path in _HARNESS_FILES or path.startswith((_HARNESS_DIR, _TORCH_DIR)) or path.startswith(_STDLIB_DIR)
                 or frame.filename.startswith("<"))
 
 
