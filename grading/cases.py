@@ -91,8 +91,8 @@ class Part:
         blame = ()
         if all(culprit != function for culprit, _ in known):  # no mistake of this function itself
             for seam in self.seams:
-                calls, needed = seen["calls"][seam][0], case.get(f"{seam}_calls")
-                if needed is not None and calls != needed:
+                calls, needed = seen["calls"].get(seam, [None])[0], case.get(f"{seam}_calls")
+                if None not in (calls, needed) and calls != needed:
                     lines.append(f"{seam} was called {times(calls)}; this case needs {times(needed)}"
                                  + (" (noise drawn elsewhere, e.g. torch.randn, bypasses the seam the grader uses)"
                                     if calls < needed else ""))
