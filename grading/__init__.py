@@ -21,10 +21,10 @@ tensors that have a device and a shape but no values, in every torch build), so 
 without `device=` shows up on a CPU-only machine as it would on Colab: as an operation that mixes
 two devices.
 
-A new part's test file follows test_diffusion.py: `register(__file__, FUNCTIONS, hints)`, the
-student's class from `import_student`, tests parametrized over `case` (named test_<function>:
-that function's reference cases) or over settings, observations that return plain data, and
-failures through `fail(lines, blame)`. The grader then needs one row in its table of parts.
+The package's other modules: cases.py (a part's declaration, `Part`, and the judging of its reference
+cases), seams.py (fixed randomness and spies), stand_ins.py (the stand-in networks and the spies Parts 1
+and 2 share), checks.py (verdicts several parts share), runs_<part>.py (how each part's tests run your
+code). The instructors' README says how a new part is declared.
 """
 
 from __future__ import annotations
@@ -301,7 +301,12 @@ def observation(fn: Callable) -> Callable:
 
 
 def find_observation(module: str, name: str) -> Callable:
-    importlib.import_module(module)
+    """The observation `name` of `module`, as the grader's sandbox finds it. A module of observations names
+    its part's test module (TESTS), which is imported too: it registers the student's functions and the
+    error hints that failures raised in the sandbox are explained with."""
+    loaded = importlib.import_module(module)
+    if getattr(loaded, "TESTS", None):
+        importlib.import_module(loaded.TESTS)
     return _OBSERVATIONS[(module, name)]
 
 

@@ -1,8 +1,8 @@
 """Judging reference cases: fixed inputs, fixed randomness, stored outputs, named mistakes and blame.
 
-A part's test file declares a `Part` (its functions, its reference file, what each output is) and an
-observation that runs one case (`@PART.observes_cases`); `PART.check(student_class, case)` then
-compares the output with the stored one and explains any difference.
+A part's test file declares a `Part` (its functions, its reference file, what each output is, the
+observation that runs one case); `PART.check(student_class, case)` then compares the output with the
+stored one and explains any difference, and `reference_tests` makes the test_<function>[case] tests.
 
 What the case observation returns (plain data):
     outputs           [first call's output, second call's] on the same object with the same inputs
@@ -16,40 +16,49 @@ What the case observation returns (plain data):
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
 
 import grading
-from grading import close, fail, observe, times
+from grading import checks, close, fail, observe, times
 
 
 @dataclass
 class Part:
-    """A part's reference cases and how its functions are judged on them."""
+    """A part's declaration: its test file, the student's class, its functions, its reference cases and how
+    its functions are judged on them. Creating it registers the functions (for blame) and imports the class."""
+    test_file: str  # the test module's __file__: its frames are not the student's
     functions: tuple[str, ...]  # the student's functions, in the order the tests check them
-    reference_file: str | os.PathLike  # data/reference/public*.pt, or the file an environment variable names
+    student: tuple[str, str]  # (module, class), e.g. ("diffusion", "GaussianDiffusion")
+    reference_file: tuple[str, str]  # (environment variable naming another file, file name in data/reference/)
     what: dict[str, str]  # function -> what its output is, for messages ("x_t", "the loss")
     inputs: tuple[str, ...]  # the keys of a case that the code under test may see
+    observe_case: Callable  # the observation that runs one case (see the module docstring)
     depends_on: dict[str, tuple[str, ...]] = field(default_factory=dict)  # function -> the ones it runs end to end
     seams: tuple[str, ...] = ("noise_like",)  # where the randomness comes from
     device: torch.device = torch.device("cpu")
+    error_hints: list[tuple[str, str]] = field(default_factory=list)  # (error pattern, what to do) for exceptions
+    in_place_hints: dict[str, str] = field(default_factory=dict)  # function -> a hint after "changed the ... in place"
     # (function, got, expected, seen) -> a sentence saying how `got` differs, or None; default grading.difference
     compare: Callable | None = None
-    observe_case: Callable | None = None
-    hints: dict[str, str] = field(default_factory=dict)  # function -> a hint after "changed the ... in place"
     memo: grading.Memo = field(default_factory=grading.Memo)
 
     def __post_init__(self):
-        self.reference = grading.load_reference(self.reference_file)
+        grading.register(self.test_file, self.functions, self.error_hints)
+        self.student_class = grading.import_student(*self.student)
+        variable, name = self.reference_file
+        default = Path(self.test_file).resolve().parent / "data" / "reference" / name
+        self.reference = grading.load_reference(os.environ.get(variable) or default)
 
-    def observes_cases(self, fn: Callable) -> Callable:
-        """Decorator: `fn(student_class, function, inputs)` is the observation that runs one case."""
-        self.observe_case = fn
-        return fn
+    def fixture(self, name: str) -> Callable:
+        """The pytest fixture `name` that hands the tests the class under test (the student's)."""
+        return pytest.fixture(lambda: self.student_class, name=name)
 
     def comparing(self, fn: Callable) -> Callable:
         """Decorator: `fn(function, got, expected, seen)` compares instead of grading.difference."""
@@ -110,7 +119,7 @@ class Part:
         changed = seen.get("changed_arguments")
         if changed:
             fail(f"{label}: {function} changed the {changed[0]} it was given, in place"
-                 + self.hints.get(function, ": work on a copy"))
+                 + self.in_place_hints.get(function, ": work on a copy"))
         if seen.get("requires_grad") is False:
             fail(f"{label}: the loss has no gradient (computed under torch.no_grad(), or detached), so training "
                  "could not learn from it: compute it with gradients on")
@@ -160,6 +169,33 @@ class Part:
                         failing.append(dependency)
                         break
         return tuple(failing)
+
+
+def _test(name: str, fixture: str, parameter: str | None, doc: str, body: Callable) -> Callable:
+    """A test function named `name` taking the fixture `fixture` (and `parameter`), as pytest sees it."""
+    def test(**arguments):
+        body(arguments[fixture], arguments.get(parameter))
+    names = [fixture] + ([parameter] if parameter else [])
+    test.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+    test.__name__ = test.__qualname__ = name
+    test.__doc__ = doc
+    return test
+
+
+def reference_tests(part: Part, fixture: str, docs: dict[str, str]) -> dict[str, Callable]:
+    """test_<function>[case] for each function in `docs` (what its cases check): the stored cases of the
+    part's reference file, judged by part.check. A test file adds them with globals().update(...)."""
+    return {f"test_{function}": pytest.mark.parametrize("case", part.cases(function), ids=case_id)(
+        _test(f"test_{function}", fixture, "case", doc, part.check)) for function, doc in docs.items()}
+
+
+def gpu_tests(fixture: str, functions: tuple[str, ...], observation: Callable, config: dict) -> dict[str, Callable]:
+    """test_<function>_on_a_gpu for each of `functions`: the observation runs it on the stand-in GPU, where a
+    tensor made on the CPU fails (grading.checks.on_gpu judges what it saw)."""
+    def check(student_class, function: str) -> None:
+        checks.on_gpu(function, observe(observation, student_class, function, config))
+    return {f"test_{f}_on_a_gpu": _test(f"test_{f}_on_a_gpu", fixture, None, f"{f} keeps everything on its inputs' device.",
+                                        lambda student_class, _, f=f: check(student_class, f)) for f in functions}
 
 
 def case_id(case: dict) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from grading import close, dtype_name, fail, times, type_name
+from grading.stand_ins import chain
 
 
 def forward_result(seen: dict, call: str) -> list[dict]:
@@ -136,3 +137,61 @@ def on_gpu(function: str, seen: dict) -> None:
             fail(f"{function}: {name} was created on {device} while {seen['inputs']} is on the GPU; {fix}{how}")
     if seen["out"] not in (gpu, "not a tensor"):
         fail(f"{function} returned a tensor on {seen['out']} while its inputs are on the GPU{how}")
+
+
+def sample_calls(seen: dict, shape: tuple[int, ...], timesteps: int, call: str, each_call=None) -> None:
+    """sample drew x_T = self.noise_like(shape, self.device), ran the reverse process on it (self.p_sample_loop
+    once, or its own loop over self.p_sample: both give the same x_0 from the spies) and mapped x_0 to [0, 1].
+    each_call(recorded call, callee) checks what else each call was given."""
+    if not seen["noise_like"]:
+        fail("sample never called self.noise_like: draw x_T with self.noise_like((B, C, H, W), self.device), "
+             "not torch.randn (noise_like is the seam the grader uses)")
+    asked, device = seen["noise_like"][0]
+    if tuple(asked) != tuple(shape):
+        fail(f"sample asked noise_like for shape {list(asked)}; x_T needs (B, C, H, W) = {list(shape)} "
+             "(one image per example, C = self.channels, H = W = self.image_size)")
+    if device not in ("None", seen["buffers_device"]):
+        fail(f"sample asked noise_like for noise on {device}; sample on the buffers' device, self.device")
+    calls, steps, x_T = seen["loop_calls"], seen["steps"], seen["noise_like_returned"][0]
+    if len(calls) > 1 or (not calls and not steps):
+        fail(f"sample called p_sample_loop {times(len(calls))}; call it once, on x_T")
+    for call_seen in calls or steps:
+        if each_call:
+            each_call(call_seen, "p_sample_loop" if calls else "p_sample")
+    if not torch.equal(calls[0]["img"] if calls else steps[0]["x"], x_T):
+        fail("sample did not pass the x_T drawn by noise_like to p_sample_loop")
+    if not calls and [s["t_index"] for s in steps] != list(range(timesteps - 1, -1, -1)):
+        fail("sample's own loop must call p_sample for t_index = T-1, ..., 0, each step on the last one's output; "
+             f"or call self.{call}")
+    mapped(seen["got"], chain(x_T, timesteps), shape, "x_0", call)
+
+
+def same_tensor(a, b) -> bool:
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+
+
+def describe(value) -> str:
+    """A returned value in words: "a float32 tensor of shape [2, 3]", "NoneType (a missing `return`?)"."""
+    if isinstance(value, torch.Tensor):
+        return f"a {dtype_name(value)} tensor of shape {list(value.shape)}"
+    return type_name(value) + (" (a missing `return`?)" if value is None else "")
+
+
+def langevin_chain(seen: dict, function: str, wanted_steps: int, setting: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Part 3: (start, samples) of the Langevin chain that `function` ran, through self.langevin_sample once or
+    its own loop over self.langevin_step (stand_ins.spy_langevin); fails naming what is wrong with it."""
+    chains, steps = seen["langevin_sample"], seen["langevin_step"]
+    if len(chains) > 1 or (not chains and not steps):
+        fail(f"{function} called langevin_sample {times(len(chains))}; call it once: "
+             f"self.langevin_sample(x, self.{setting})")
+    if chains:
+        if chains[0]["steps"] != wanted_steps:
+            fail(f"{function} ran langevin_sample with steps = {chains[0]['steps']!r}; use self.{setting} = {wanted_steps}")
+        return chains[0]["x"], chains[0]["out"]
+    if len(steps) != wanted_steps:
+        fail(f"{function} ran langevin_step {times(len(steps))}; run self.{setting} = {wanted_steps} steps "
+             f"(self.langevin_sample(x, self.{setting}) does)")
+    for previous, step in zip(steps, steps[1:]):
+        if not same_tensor(step["x"], previous["out"]):
+            fail(f"{function}: a Langevin step did not start from the previous step's output: x = self.langevin_step(x)")
+    return steps[0]["x"], steps[-1]["out"]

@@ -196,3 +196,38 @@ def spy_q_sample(diffusion, args: list | None, x_t: torch.Tensor) -> None:
         return x_t.clone()
 
     diffusion.q_sample = q_sample
+
+
+# ----------------------------------------------------------------------------
+# Part 3: fixed energy weights, and spies for the Langevin chain
+# ----------------------------------------------------------------------------
+
+
+def energy_weights(channels: int) -> dict:
+    """Fixed non-trivial StandInEnergy weights for the property tests."""
+    generator = torch.Generator().manual_seed(channels)
+    return {"mix": torch.randn(channels, channels, generator=generator) * 0.6,
+            "spatial": torch.randn(channels, generator=generator) * 0.4,
+            "shift": torch.randn(channels, generator=generator) * 0.5,
+            "scale": torch.rand(channels, generator=generator) + 0.5,
+            "curvature": torch.rand(channels, generator=generator) * 0.8 + 0.2}
+
+
+def langevin_stand_in(x: torch.Tensor) -> torch.Tensor:
+    """What the langevin_step spy returns: a fixed map into (-1, 1), so that chaining shows."""
+    return torch.tanh(2 * x + 0.3)
+
+
+def langevin_chain(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """What the langevin_sample spy returns: `steps` runs of the langevin_step spy (so that code running its
+    own loop over self.langevin_step gets the same samples as code calling self.langevin_sample)."""
+    for _ in range(steps):
+        x = langevin_stand_in(x)
+    return x
+
+
+def spy_langevin(model) -> dict[str, list[dict]]:
+    """Spies for langevin_sample and langevin_step that agree with each other."""
+    return {"langevin_sample": spy(model, "langevin_sample", ("x", "steps"),
+                                   lambda bound, k: langevin_chain(bound["x"], bound["steps"])),
+            "langevin_step": spy(model, "langevin_step", ("x",), lambda bound, k: langevin_stand_in(bound["x"]))}

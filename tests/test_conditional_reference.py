@@ -11,6 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
+import make_reference  # noqa: E402
 import make_reference_conditional  # noqa: E402
 from mistakes_conditional import CATALOGUE  # noqa: E402
 from test_reference import assert_fresh  # noqa: E402  (Part 1's comparison, portable across CPUs)
@@ -27,7 +28,7 @@ def test_committed_reference_matches_a_fresh_one(name, tmp_path):
     old = torch.load(COMMITTED[name], weights_only=True)
     fresh = tmp_path / f"{name}.pt"
     options = ["--out", str(fresh), "--seed", str(old["seed"])] + (["--hidden"] if name == "hidden" else [])
-    assert make_reference_conditional.main(options) == 0
+    assert make_reference.main(options, make_reference_conditional.RECIPE) == 0
     assert_fresh(old, torch.load(fresh, weights_only=True),
                  "python tools/make_reference_conditional.py " + " ".join(options[2:]))
 

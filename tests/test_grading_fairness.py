@@ -221,7 +221,7 @@ AFFECTS = {f: {f} | {g for g, deps in td.DEPENDS_ON.items() if f in deps} for f 
 
 @pytest.mark.parametrize("mistake", CATALOGUE, ids=lambda m: m.key)
 def test_each_mistake_fails_and_is_named(mistake):
-    results = checks(mistake.diffusion_class())
+    results = checks(mistake.make_class())
     failures = {name: message for name, message in results.items() if message}
     own = [message for name, message in failures.items() if _group(name) == mistake.function]
     assert own, f"{mistake.key} passes every {mistake.function} test"
@@ -253,7 +253,7 @@ def test_a_stub_reads_not_implemented_yet():
 
 
 def test_failures_carry_blame_for_the_grader():
-    bad_p_sample = next(m for m in CATALOGUE if m.key == "p_sample.no_clamp").diffusion_class()
+    bad_p_sample = next(m for m in CATALOGUE if m.key == "p_sample.no_clamp").make_class()
     case = grading.load_reference(REFERENCES["public"])["cases"]["p_sample_loop"][0]
     with pytest.raises(pytest.fail.Exception) as failure:
         td.check_reference(bad_p_sample, case)
@@ -294,7 +294,7 @@ def _records(diffusion_class) -> dict[str, dict]:
 
 
 def _mistake(key: str) -> type:
-    return next(m for m in CATALOGUE if m.key == key).diffusion_class()
+    return next(m for m in CATALOGUE if m.key == key).make_class()
 
 
 def test_only_p_sample_wrong_blames_p_sample_not_the_loop():

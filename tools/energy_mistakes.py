@@ -9,45 +9,18 @@ own function's tests with its name. `detect` says how test_energy.py recognises 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from energy import EnergyModel
+from tools.mistakes_format import Catalogue
 
-
-@dataclass
-class Mistake:
-    key: str
-    function: str
-    title: str
-    why: str
-    method: object
-    detect: str = "output"
-    expect: str = ""
-
-    def model_class(self) -> type:
-        return type(f"Mistake_{self.key.replace('.', '_')}", (EnergyModel,), {self.function: self.method})
-
-
-CATALOGUE: list[Mistake] = []
-ALTERNATIVES: dict[str, dict] = {}  # name -> {function: method}: correct variants that must pass every test
-
-
-def alternative(name: str, function: str):
-    def register(method):
-        ALTERNATIVES.setdefault(name, {})[function] = method
-        return method
-    return register
+BOOK = Catalogue(EnergyModel)
+CATALOGUE, ALTERNATIVES, alternative = BOOK.mistakes, BOOK.alternatives, BOOK.alternative
 
 
 def mistake(key: str, title: str, why: str, detect: str = "output", expect: str = ""):
-    function = key.split(".")[0]
-
-    def register(method):
-        CATALOGUE.append(Mistake(key, function, title, why, method, detect, expect))
-        return method
-    return register
+    """Part 3's keys name their function: "langevin_step.no_clamp"."""
+    return BOOK.mistake(key, key.split(".")[0], title, why, detect, expect)
 
 
 # ---------------------------------------------------------------------------- langevin_step

@@ -9,12 +9,11 @@ with a message that names it: its `title` ("output") or the phrase `expect` ("me
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from diffusion import GaussianDiffusion, extract  # the solution (the repository root is on sys.path)
+from tools.mistakes_format import Catalogue
 
 # ----------------------------------------------------------------------------
 # The catalogue of common mistakes. `detect` says how test_diffusion.py recognises it:
@@ -22,36 +21,8 @@ from diffusion import GaussianDiffusion, extract  # the solution (the repository
 # "message": a check catches it (a spy, the stand-in GPU, a second call...), and its message contains `expect`.
 # ----------------------------------------------------------------------------
 
-@dataclass
-class Mistake:
-    key: str
-    function: str
-    title: str
-    why: str
-    methods: dict
-    detect: str = "output"
-    expect: str = ""
-
-    def diffusion_class(self) -> type:
-        return type(f"Mistake_{self.key.replace('.', '_')}", (GaussianDiffusion,), dict(self.methods))
-
-
-CATALOGUE: list[Mistake] = []
-ALTERNATIVES: dict[str, dict] = {}  # name -> {function: method}: correct variants that must pass every test
-
-
-def alternative(name, function):
-    def register(method):
-        ALTERNATIVES.setdefault(name, {})[function] = method
-        return method
-    return register
-
-
-def mistake(key, function, title, why, detect="output", expect=""):
-    def register(method):
-        CATALOGUE.append(Mistake(key, function, title, why, {function: method}, detect, expect))
-        return method
-    return register
+BOOK = Catalogue(GaussianDiffusion)
+CATALOGUE, ALTERNATIVES, mistake, alternative = BOOK.mistakes, BOOK.alternatives, BOOK.mistake, BOOK.alternative
 
 
 Q_SAMPLE = "x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps"
@@ -239,7 +210,7 @@ def _p_sample_mistake(key, title, why, detect="output", expect="", **switches):
     def p_sample(self, x, t, t_index):
         with torch.no_grad():
             return _step(self, x, t, t_index, **switches)
-    CATALOGUE.append(Mistake(key, "p_sample", title, why, {"p_sample": p_sample}, detect, expect))
+    BOOK.add(key, "p_sample", title, why, {"p_sample": p_sample}, detect, expect)
 
 
 X0_HAT = "x0_hat = clamp((x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), -1, 1)"
@@ -306,7 +277,7 @@ def _loop_mistake(key, title, why, detect="output", expect="", **switches):
             kwargs["order"] = kwargs["order"](self.num_timesteps)
         with torch.no_grad():
             return _loop(self, img, **kwargs)
-    CATALOGUE.append(Mistake(key, "p_sample_loop", title, why, {"p_sample_loop": p_sample_loop}, detect, expect))
+    BOOK.add(key, "p_sample_loop", title, why, {"p_sample_loop": p_sample_loop}, detect, expect)
 
 
 LOOP = "for t_index = T-1, ..., 0: x = p_sample(x, t, t_index)"
@@ -335,7 +306,7 @@ def _sample_mistake(key, title, why, finish=None, draw=None, detect="output", ex
         with torch.no_grad():
             img = draw(self, shape) if draw else self.noise_like(shape, self.device)
             return finish(self.p_sample_loop(img))
-    CATALOGUE.append(Mistake(key, "sample", title, why, {"sample": sample}, detect, expect))
+    BOOK.add(key, "sample", title, why, {"sample": sample}, detect, expect)
 
 
 _sample_mistake("sample.no_map", "results in [-1, 1] instead of [0, 1]", f"{SAMPLE}.", finish=lambda x: x)
