@@ -32,7 +32,7 @@ import torch
 import grading
 from grading import checks, fail, observe, times
 from grading import runs_conditional as run
-from grading.cases import Part, gpu_tests, reference_tests
+from grading.cases import Part
 
 FUNCTIONS = ("drop_labels", "p_losses", "forward", "guided_noise", "threshold", "p_sample", "p_sample_loop", "sample")
 DEVICE = run.DEVICE
@@ -43,13 +43,14 @@ PART = Part(
           "p_sample": "x_{t-1}", "p_sample_loop": "x_0", "sample": "the image batch"},
     inputs=("config", "model", "args", "noise_like", "noise_like_calls", "uniform_like", "q_sample_returns",
             "guided_noise_returns", "threshold_takes", "threshold_returns"),
-    observe_case=run.observe_case,
+    observe_case=run.observe_case, observe_on_gpu=run.observe_on_gpu,
+    gpu_config=dict(B=2, C=3, size=4, T=5, K=3, p=0.1, w=2.0, threshold="dynamic"),
     # End to end, these run your own versions of the functions they call, innermost first.
     depends_on={"p_sample_loop": ("guided_noise", "threshold", "p_sample"),
                 "sample": ("guided_noise", "threshold", "p_sample", "p_sample_loop")},
     in_place_hints={"drop_labels": " (y[mask] = K changes the caller's tensor): return a new tensor (torch.where, "
                                    "masked_fill, or y.clone() first)"})
-ConditionalGaussianDiffusion, diffusion_class = PART.student_class, PART.fixture("diffusion_class")
+ConditionalGaussianDiffusion, diffusion_class = PART.student_class, PART.fixture()
 DEPENDS_ON, REFERENCE, reference_cases, check_reference = PART.depends_on, PART.reference, PART.cases, PART.check
 pytestmark = pytest.mark.timeout(max(60.0, 6 * grading.TIME_LIMIT_S))
 
@@ -66,7 +67,6 @@ FORWARD_SHAPES = [shape(5, 3, 4, 50, K=3, p=0.1), shape(3, 1, 8, 7, K=10, p=0.5)
 T_SHAPES = [shape(4096, 1, 2, 50), shape(600, 1, 2, 3)]
 LOOP_SHAPES = [shape(2, 3, 8, 50, w=2.0, threshold="dynamic"), shape(3, 1, 4, 5, K=5, w=0.5, threshold="none")]
 SAMPLE_SHAPES = [shape(3, 3, 8, 10, w=1.5, threshold="none"), shape(2, 1, 16, 10, K=7, w=3.0, threshold="dynamic")]
-GPU_SHAPE = shape(2, 3, 4, 5)
 
 
 def labels(config: dict, seed: int) -> torch.Tensor:
@@ -84,22 +84,13 @@ def images(config: dict, seed: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------
 
 
-# Each function's stored cases, test_<function>[case]: your output on fixed inputs and fixed noise against the
-# stored one (grading.cases.Part.check says how they differ and names a known mistake).
-globals().update(reference_tests(PART, "diffusion_class", {
-    "drop_labels": "y'_b = K where u_b < p_uncond, else y_b, with u from uniform_like; y itself unchanged.",
-    "p_losses": "mean |noise - model(x_t, t, y)| with the stand-in; q_sample is a spy returning the right x_t.",
-    "guided_noise": "(1 + w) model(x_t, t, y) - w model(x_t, t, null) with the stand-in, at w = 0 and w > 0.",
-    "threshold": "none, static and dynamic thresholding of x0_hat, on batches mixing images in and out of [-1, 1].",
-    "p_sample": "One reverse step with eps_bar from guided_noise and x0_hat through threshold (both spies).",
-    "p_sample_loop": ("The whole reverse process from a fixed x_T with fixed noise,"
-                     " through your p_sample, guided_noise, threshold."),
-    "sample": ("sample end to end: x_T from noise_like, your loop, p_sample,"
-              " guided_noise and threshold, mapped to [0, 1]."),
-}))
-# test_<function>_on_a_gpu: the function on a stand-in GPU, where a tensor made on the CPU fails.
-globals().update(gpu_tests("diffusion_class", ("drop_labels", "forward", "guided_noise", "p_sample_loop", "sample"),
-                           run.observe_on_gpu, GPU_SHAPE))
+# For each function: test_<function>[case] compares your output on stored inputs and noise with the
+# stored output (grading.cases.Part.check explains a difference); test_<function>_on_a_gpu runs it on a
+# stand-in GPU; the tests written out check what stored cases cannot.
+
+
+globals().update(PART.tests_of(
+    "drop_labels", "y'_b = K where u_b < p_uncond, else y_b, u from uniform_like; y itself unchanged.", gpu=True))
 
 
 @pytest.mark.parametrize("config", FORWARD_SHAPES, ids=config_id)
@@ -118,6 +109,13 @@ def test_drop_labels_draws_with_uniform_like(diffusion_class, config):
         fail(f"drop_labels asked uniform_like for numbers on {device}; they belong on y's device {y.device}")
     if len(seen["uniform_like"]) != 1:
         fail(f"drop_labels called uniform_like {times(len(seen['uniform_like']))}; once is enough")
+
+
+globals().update(PART.tests_of(
+    "p_losses", "mean |noise - model(x_t, t, y)| with the stand-in; q_sample is a spy returning the right x_t."))
+
+
+globals().update(PART.tests_of("forward", gpu=True))
 
 
 @pytest.mark.parametrize("config", FORWARD_SHAPES, ids=config_id)
@@ -164,6 +162,23 @@ def test_forward_draws_t(diffusion_class, config):
     checks.time_steps(calls[0]["t"], calls[1]["t"], x_0, config["T"])
 
 
+globals().update(PART.tests_of(
+    "guided_noise", "(1 + w) model(x_t, t, y) - w model(x_t, t, null), at w = 0 and w > 0.", gpu=True))
+
+
+globals().update(PART.tests_of(
+    "threshold", "none, static and dynamic thresholding of x0_hat, on batches mixing images in and out of [-1, 1]."))
+
+
+globals().update(PART.tests_of(
+    "p_sample", "One reverse step with eps_bar from guided_noise and x0_hat through threshold (both spies)."))
+
+
+globals().update(PART.tests_of(
+    "p_sample_loop", "The reverse process from a fixed x_T, through your p_sample, guided_noise, threshold.",
+    gpu=True))
+
+
 @pytest.mark.parametrize("config", LOOP_SHAPES, ids=config_id)
 def test_p_sample_loop_steps(diffusion_class, config):
     """p_sample_loop calls p_sample for t_index = T-1, ..., 0, chaining the steps, with the same y, w, threshold."""
@@ -184,6 +199,11 @@ def passed_on(call_seen: dict, y: list, config: dict, caller: str, callee: str) 
     if call_seen["threshold"] != config["threshold"]:
         fail(f"{callee.split()[0]} got threshold = {call_seen['threshold']!r} from {caller}; pass {caller}'s own "
              f"threshold ({config['threshold']!r}) on unchanged")
+
+
+globals().update(PART.tests_of(
+    "sample", "End to end: x_T from noise_like, your loop, p_sample, guided_noise, threshold, mapped to [0, 1].",
+    gpu=True))
 
 
 @pytest.mark.parametrize("config", SAMPLE_SHAPES, ids=config_id)

@@ -50,7 +50,7 @@ import torch
 import grading
 from grading import checks, fail, observe
 from grading import runs_diffusion as run
-from grading.cases import Part, gpu_tests, reference_tests
+from grading.cases import Part
 
 FUNCTIONS = ("q_sample", "p_losses", "forward", "p_sample", "p_sample_loop", "sample")
 DEVICE = run.DEVICE
@@ -58,14 +58,14 @@ PART = Part(
     __file__, FUNCTIONS, student=("diffusion", "GaussianDiffusion"), reference_file=("DIFFUSION_REFERENCE", "public.pt"),
     what={"q_sample": "x_t", "p_losses": "the loss", "p_sample": "x_{t-1}", "p_sample_loop": "x_0", "sample": "the image batch"},
     inputs=("config", "model", "args", "noise_like", "noise_like_calls", "q_sample_returns"),
-    observe_case=run.observe_case, device=DEVICE,
+    observe_case=run.observe_case, device=DEVICE, observe_on_gpu=run.observe_on_gpu, gpu_config=dict(B=2, C=3, size=4, T=5),
     # End to end, these run your own versions of the functions they call, innermost first. (p_losses
     # does not: its tests hand it the right x_t, so each function is judged on its own.)
     depends_on={"p_sample_loop": ("p_sample",), "sample": ("p_sample", "p_sample_loop")},
     error_hints=[(r"The size of tensor a \(\d+\) must match the size of tensor b \(\d+\)",
                   "A schedule value indexed with t has shape [B] and does not broadcast against [B, C, H, W] images: "
                   "read it with extract(a, t, x.shape), which reshapes it to [B, 1, 1, 1].")])
-GaussianDiffusion, diffusion_class = PART.student_class, PART.fixture("diffusion_class")
+GaussianDiffusion, diffusion_class = PART.student_class, PART.fixture()
 DEPENDS_ON, REFERENCE, reference_cases, reference_case = PART.depends_on, PART.reference, PART.cases, PART.case
 check_reference, case_outputs = PART.check, PART.outputs
 
@@ -82,7 +82,6 @@ FORWARD_SHAPES = [dict(B=5, C=3, size=4, T=50), dict(B=3, C=1, size=8, T=7)]
 T_SHAPES = [dict(B=4096, C=1, size=2, T=50), dict(B=600, C=1, size=2, T=3)]
 LOOP_SHAPES = [dict(B=2, C=3, size=8, T=50), dict(B=3, C=1, size=4, T=5)]
 SAMPLE_SHAPES = [dict(B=3, C=3, size=8, T=10), dict(B=2, C=1, size=16, T=10)]
-GPU_SHAPE = dict(B=2, C=3, size=4, T=5)
 
 
 def images(config: dict, seed: int) -> torch.Tensor:
@@ -94,17 +93,20 @@ def images(config: dict, seed: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------
 
 
-# Each function's stored cases, test_<function>[case]: your output on fixed inputs and fixed noise against the
-# stored one (grading.cases.Part.check says how they differ and names a known mistake).
-globals().update(reference_tests(PART, "diffusion_class", {
-    "q_sample": "x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, with t per example (0, 1, T-1 and mixed).",
-    "p_losses": "mean |noise - model(x_t, t)| with the stand-in, with a gradient; q_sample is a spy returning the right x_t.",
-    "p_sample": "One step of Algorithm 2 at t_index 0, 1, T-1 and in between; noise from noise_like.",
-    "p_sample_loop": "The whole reverse process from a fixed x_T with fixed noise, through your p_sample.",
-    "sample": "sample end to end: x_T from noise_like, your loop and p_sample, mapped to [0, 1].",
-}))
-# test_<function>_on_a_gpu: the function on a stand-in GPU, where a tensor made on the CPU fails.
-globals().update(gpu_tests("diffusion_class", FUNCTIONS, run.observe_on_gpu, GPU_SHAPE))
+# For each function: test_<function>[case] compares your output on stored inputs and noise with the
+# stored output (grading.cases.Part.check explains a difference); test_<function>_on_a_gpu runs it on a
+# stand-in GPU; the tests written out check what stored cases cannot.
+
+
+globals().update(PART.tests_of(
+    "q_sample", "x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise, t per example (0, 1, T-1, mixed).", gpu=True))
+
+
+globals().update(PART.tests_of(
+    "p_losses", "mean |noise - model(x_t, t)|, with a gradient; a q_sample spy hands it the right x_t.", gpu=True))
+
+
+globals().update(PART.tests_of("forward", gpu=True))
 
 
 @pytest.mark.parametrize("config", FORWARD_SHAPES, ids=config_id)
@@ -138,12 +140,24 @@ def test_forward_draws_t(diffusion_class, config):
     checks.time_steps(calls[0]["t"], calls[1]["t"], x_0, config["T"])
 
 
+globals().update(PART.tests_of(
+    "p_sample", "One step of Algorithm 2 at t_index 0, 1, T-1 and in between; noise from noise_like.", gpu=True))
+
+
 @pytest.mark.parametrize("config", LOOP_SHAPES, ids=config_id)
 def test_p_sample_loop_steps(diffusion_class, config):
     """p_sample_loop calls p_sample for t_index = T-1, ..., 0, feeding each output to the next step."""
     img = images(config, 6)
-    seen = observe(run.observe_loop, diffusion_class, config, img)
-    checks.reverse_steps(seen["steps"], img, seen["got"], config["T"], "p_sample(x, t, t_index)")
+    checks.reverse_steps(**observe(run.observe_loop, diffusion_class, config, img), img=img, timesteps=config["T"],
+                         call="p_sample(x, t, t_index)")
+
+
+globals().update(PART.tests_of(
+    "p_sample_loop", "The whole reverse process from a fixed x_T with fixed noise, through your p_sample.", gpu=True))
+
+
+globals().update(PART.tests_of(
+    "sample", "sample end to end: x_T from noise_like, your loop and p_sample, mapped to [0, 1].", gpu=True))
 
 
 @pytest.mark.parametrize("config", SAMPLE_SHAPES, ids=config_id)

@@ -58,12 +58,12 @@ PART = Part(
           "sample_buffer": "the starting points x", "update_buffer": "the replay buffer after the update"},
     inputs=("config", "energy", "replay", "args", "noise_like", "noise_like_calls", "uniform_like", "uniform_like_calls",
             "draw_replay"),
-    observe_case=run.observe_case, device=DEVICE, seams=("noise_like", "uniform_like"),
+    observe_case=run.observe_case, device=DEVICE, seams=("noise_like", "uniform_like"), fixture_name="model_class",
     depends_on={"langevin_sample": ("langevin_step",)},  # end to end, test_langevin_sample runs your langevin_step
     error_hints=[(r"element 0 of tensors does not require grad|does not require grad and does not have a grad_fn",
                   "Autograd can only differentiate E(x) with respect to x if x requires grad: start from a detached "
                   "copy of x with requires_grad on, and compute E(x) inside `with torch.enable_grad():`.")])
-EnergyModel, model_class = PART.student_class, PART.fixture("model_class")
+EnergyModel, model_class = PART.student_class, PART.fixture()
 DEPENDS_ON, REFERENCE, reference_cases, reference_case = PART.depends_on, PART.reference, PART.cases, PART.case
 check_reference = PART.check
 

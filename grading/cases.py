@@ -47,6 +47,9 @@ class Part:
     in_place_hints: dict[str, str] = field(default_factory=dict)  # function -> a hint after "changed the ... in place"
     # (function, got, expected, seen) -> a sentence saying how `got` differs, or None; default grading.difference
     compare: Callable | None = None
+    fixture_name: str = "diffusion_class"  # the tests' fixture that holds the class under test
+    observe_on_gpu: Callable | None = None  # observation(student_class, function, config) on the stand-in GPU
+    gpu_config: dict | None = None  # its settings
     memo: grading.Memo = field(default_factory=grading.Memo)
 
     def __post_init__(self):
@@ -56,9 +59,17 @@ class Part:
         default = Path(self.test_file).resolve().parent / "data" / "reference" / name
         self.reference = grading.load_reference(os.environ.get(variable) or default)
 
-    def fixture(self, name: str) -> Callable:
-        """The pytest fixture `name` that hands the tests the class under test (the student's)."""
-        return pytest.fixture(lambda: self.student_class, name=name)
+    def fixture(self) -> Callable:
+        """The pytest fixture (named fixture_name) that hands the tests the class under test (the student's)."""
+        return pytest.fixture(lambda: self.student_class, name=self.fixture_name)
+
+    def tests_of(self, function: str, cases: str | None = None, gpu: bool = False) -> dict[str, Callable]:
+        """The tests of `function` that the declaration makes, for globals().update(...): test_<function>[case]
+        on its stored cases (`cases` says what they check), and with gpu, test_<function>_on_a_gpu."""
+        tests = reference_tests(self, self.fixture_name, {function: cases}) if cases else {}
+        if gpu:
+            tests.update(gpu_tests(self.fixture_name, (function,), self.observe_on_gpu, self.gpu_config))
+        return tests
 
     def comparing(self, fn: Callable) -> Callable:
         """Decorator: `fn(function, got, expected, seen)` compares instead of grading.difference."""

@@ -232,6 +232,15 @@ def test_each_mistake_fails_and_is_named(mistake):
         assert re.match(r"\w+", message).group(0) in td.FUNCTIONS and "Traceback" not in message
 
 
+@pytest.mark.slow
+def test_each_mistake_fails_the_hidden_set_too():
+    hidden = grading.load_reference(REFERENCES["hidden"])
+    for mistake in CATALOGUE:
+        failures = [m for name, m in checks(mistake.make_class(), hidden).items() if m and _group(name) == mistake.function]
+        phrase = mistake.title if mistake.detect == "output" else mistake.expect
+        assert any(phrase in m for m in failures), mistake.key
+
+
 def _stub(name: str):
     """A method called `name` (in tracebacks too) that raises NotImplementedError, like the handout's."""
     def stub(self, *args, **kwargs):
