@@ -80,6 +80,7 @@ def test_each_mistake_fails_and_is_named(mistake):
         assert re.match(r"\w+", message).group(0) in tc.FUNCTIONS and "Traceback" not in message
 
 
+@pytest.mark.slow
 def test_each_mistake_fails_the_hidden_set_too():
     hidden = grading.load_reference(REFERENCES["hidden"])
     for mistake in CATALOGUE:

@@ -355,6 +355,7 @@ def test_an_exception_is_charged_to_the_innermost_function():
             assert record["outcome"] == "passed", record
 
 
+@pytest.mark.slow
 def test_a_hang_costs_only_its_function_and_says_timed_out(monkeypatch):
     class Hang(GaussianDiffusion):
         @torch.no_grad()
