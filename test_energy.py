@@ -4,7 +4,7 @@
     pytest test_energy.py -k langevin_step       # the tests of one function
 
 How the checks work
-- A tiny deterministic stand-in energy (`StandInEnergy` below, not the CNN) plays E(x), so the
+- A tiny deterministic stand-in energy (`grading.stand_ins.StandInEnergy`, not the CNN) plays E(x), so the
   expected values do not change when the network does.
 - The sources of randomness (`noise_like`, `uniform_like`, `draw_replay`) are replaced by fixed
   tensors. Every input, every noise tensor, the stand-in's weights, the replay buffer and every
@@ -14,71 +14,65 @@ How the checks work
   to x, not the weights; no graph survives a step; sampling neither changes the weights nor fills
   their .grad; the loss does not differentiate through the fake samples. `forward` and `sample`
   are judged with spies: what they pass to the functions they call.
-- Each test first runs your code in an `observe_*` function (below the tests), which returns
-  what it saw; the test then judges that.
+- Each test first runs your code in an `observe_*` function (grading/runs_energy.py), which returns
+  what it saw; the test then judges that. The machinery shared with the other parts (the stand-in
+  energy, the fixed randomness, the spies, the comparison) is in the grading/ package.
 
 Reading a failure
 Each failure names the function and the case, then says what differs: the largest error, where
 it is and your value next to the expected one. When your output equals the output of a common
 mistake stored in the reference file (in every case where it is stored), the message names the
 mistake and the equation it breaks. "<name>: not implemented yet" means the function still raises
-NotImplementedError. Tolerance: |yours - expected| <= 1e-5 + 1e-5 |expected|.
+NotImplementedError. Tolerance: |yours - expected| <= 1e-5 + 1e-5 max|expected| (the largest entry sets the scale).
 
 Replay a failing case in Python, e.g. test_langevin_step[clamped-B2-C3-6x6]:
 
     import test_energy as te
+    from grading.runs_energy import build_for_case
     case = te.reference_case("langevin_step", "clamped-B2-C3-6x6")
-    model = te.build_for_case(te.EnergyModel, case)   # stand-in energy, fixed noise, the case's buffer
+    model = build_for_case(te.EnergyModel, case)   # stand-in energy, fixed noise, the case's buffer
     x = model.langevin_step(*case["args"])
     print((x - case["expected"]).abs().max())
 
-Environment variables
-    ENERGY_REFERENCE        another reference file (the autograder's hidden set uses this)
-    ENERGY_TEST_DEVICE      run on another device, e.g. cuda (default: cpu)
-    DIFFUSION_TEST_TIMEOUT  seconds one call of your function may take (default: 10)
+Environment variables: ENERGY_REFERENCE names another reference file (the autograder's hidden set uses
+this), ENERGY_TEST_DEVICE another device (e.g. cuda; default cpu), DIFFUSION_TEST_TIMEOUT the seconds one
+call of your function may take (default 10).
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-from pathlib import Path
-
 import pytest
 import torch
-from torch import nn
 
 import grading
-from grading import GradingError, call, close, dtype_name, fail, observation, observe, times
+from grading import checks, close, fail, observe, times
+from grading import runs_energy as run
+from grading.cases import Part, reference_tests
+from grading.checks import describe, same_tensor
 
 FUNCTIONS = ("langevin_step", "langevin_sample", "loss", "sample_buffer", "update_buffer", "forward", "sample")
-# End to end, test_langevin_sample runs your own langevin_step.
-DEPENDS_ON = {"langevin_sample": ("langevin_step",)}
-grading.register(__file__, FUNCTIONS, hints=[
-    (r"element 0 of tensors does not require grad|does not require grad and does not have a grad_fn",
-     "Autograd can only differentiate E(x) with respect to x if x requires grad: start from "
-     "a detached copy of x with requires_grad on, and compute E(x) inside `with torch.enable_grad():`."),
-])
-EnergyModel = grading.import_student("energy", "EnergyModel")
+DEVICE = run.DEVICE
+PART = Part(
+    __file__, FUNCTIONS, student=("energy", "EnergyModel"), reference_file=("ENERGY_REFERENCE", "public_energy.pt"),
+    what={"langevin_step": "x after the step", "langevin_sample": "x after the steps", "loss": "the loss",
+          "sample_buffer": "the starting points x", "update_buffer": "the replay buffer after the update"},
+    inputs=("config", "energy", "replay", "args", "noise_like", "noise_like_calls", "uniform_like", "uniform_like_calls",
+            "draw_replay"),
+    observe_case=run.observe_case, device=DEVICE, seams=("noise_like", "uniform_like"), fixture_name="model_class",
+    depends_on={"langevin_sample": ("langevin_step",)},  # end to end, test_langevin_sample runs your langevin_step
+    error_hints=[(r"element 0 of tensors does not require grad|does not require grad and does not have a grad_fn",
+                  "Autograd can only differentiate E(x) with respect to x if x requires grad: start from a detached "
+                  "copy of x with requires_grad on, and compute E(x) inside `with torch.enable_grad():`.")])
+EnergyModel, model_class = PART.student_class, PART.fixture()
+DEPENDS_ON, REFERENCE, reference_cases, reference_case = PART.depends_on, PART.reference, PART.cases, PART.case
+check_reference = PART.check
 
-DEFAULT_REFERENCE = Path(__file__).resolve().parent / "data" / "reference" / "public_energy.pt"
-REFERENCE = grading.load_reference(os.environ.get("ENERGY_REFERENCE") or DEFAULT_REFERENCE)
-DEVICE = torch.device(os.environ.get("ENERGY_TEST_DEVICE", "cpu"))
-
-# An infinite loop fails its call after DIFFUSION_TEST_TIMEOUT s; this stops a test that makes many calls.
+# The property and spy tests' settings: batch B, channels C, image size, step counts (K other than
+# the defaults catch a hard-coded number). Each call of your code stops after DIFFUSION_TEST_TIMEOUT s.
+SHAPES = [dict(B=3, C=3, size=4), dict(B=2, C=1, size=8)]
+STEPS = [dict(B=2, C=3, size=4, steps=4), dict(B=3, C=1, size=4, steps=1), dict(B=2, C=3, size=4, steps=0)]
+METHOD = [dict(B=3, C=3, size=4, K=7, sample_steps=5), dict(B=2, C=1, size=8, K=3, sample_steps=11)]
 pytestmark = pytest.mark.timeout(max(60.0, 6 * grading.TIME_LIMIT_S))
-
-
-def reference_cases(function: str) -> list[dict]:
-    return REFERENCE["cases"].get(function, [])
-
-
-def reference_case(function: str, case_id: str) -> dict:
-    return next(c for c in reference_cases(function) if c["id"] == case_id)
-
-
-def case_id(case: dict) -> str:
-    return case["id"]
 
 
 def config_id(config: dict) -> str:
@@ -86,35 +80,31 @@ def config_id(config: dict) -> str:
     return f"B{config['B']}-C{config['C']}-{config['size']}x{config['size']}{extra}"
 
 
-# The property and spy tests' settings: batch B, channels C, image size, step counts (K other than
-# the defaults catch a hard-coded number).
-SHAPES = [dict(B=3, C=3, size=4), dict(B=2, C=1, size=8)]
-STEPS = [dict(B=2, C=3, size=4, steps=4), dict(B=3, C=1, size=4, steps=1), dict(B=2, C=3, size=4, steps=0)]
-METHOD = [dict(B=3, C=3, size=4, K=7, sample_steps=5), dict(B=2, C=1, size=8, K=3, sample_steps=11)]
-
-
-@pytest.fixture
-def model_class():
-    """The class under test: your EnergyModel."""
-    return EnergyModel
+def images(config: dict, seed: int) -> torch.Tensor:
+    return grading.stand_ins.images(config, seed, DEVICE, low=-0.9)
 
 
 # ----------------------------------------------------------------------------
-# The tests, function by function (the machinery they use follows below)
+# The tests, function by function (grading/runs_*.py runs your code for them)
 # ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", reference_cases("langevin_step"), ids=case_id)
-def test_langevin_step(model_class, case):
-    """x' = clamp(x - step_size * grad_x E(x) + noise_scale * z, -1, 1), z from noise_like."""
-    check_reference(model_class, case)
+# Each function's stored cases, test_<function>[case]: your output on fixed inputs and fixed noise against the
+# stored one (grading.cases.Part.check says how they differ and names a known mistake).
+globals().update(reference_tests(PART, "model_class", {
+    "langevin_step": "x' = clamp(x - step_size * grad_x E(x) + noise_scale * z, -1, 1), z from noise_like.",
+    "langevin_sample": "`steps` Langevin steps from a fixed x with fixed noise, through your langevin_step.",
+    "loss": "mean E(x_real) - mean E(x_fake) + alpha mean(E(x_real)^2 + E(x_fake)^2), and its gradient.",
+    "sample_buffer": "95% of the chains start from replay[idx], the fresh ones (5%) from uniform_like's noise.",
+    "update_buffer": "replay[idx_b] = x_b for every b; every other slot unchanged.",
+}))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_langevin_step_moves_x_not_the_weights(model_class, shape):
     """langevin_step returns a detached x and leaves the weights, their .grad and requires_grad alone."""
     x = images(shape, 1)
-    seen = observe(observe_step_effects, model_class, shape, x)
+    seen = observe(run.observe_step_effects, model_class, shape, x)
     out = seen["out"]
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         fail(f"langevin_step returned {describe(out)}; expected x's shape {list(x.shape)}")
@@ -140,7 +130,7 @@ def test_langevin_step_moves_x_not_the_weights(model_class, shape):
 @pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_langevin_step_under_no_grad(model_class, shape):
     """langevin_step works when called inside torch.no_grad() (as sampling code often is)."""
-    seen = observe(observe_step_under_no_grad, model_class, shape, images(shape, 2))
+    seen = observe(run.observe_step_under_no_grad, model_class, shape, images(shape, 2))
     if seen["error"]:
         fail(f"langevin_step fails inside torch.no_grad() ({seen['error'][:300]}): compute the gradient inside "
              "`with torch.enable_grad():`, which turns autograd back on")
@@ -153,7 +143,7 @@ def test_langevin_step_under_no_grad(model_class, shape):
 def test_langevin_sample_steps(model_class, config):
     """langevin_sample(x, steps) calls langevin_step `steps` times, each on the previous step's output."""
     x = images(config, 3)
-    seen = observe(observe_langevin_loop, model_class, config, x)
+    seen = observe(run.observe_langevin_loop, model_class, config, x)
     steps, got, wanted = seen["steps"], seen["got"], config["steps"]
     if len(steps) != wanted:
         fail(f"langevin_sample(x, steps={wanted}) called langevin_step {times(len(steps))}; it must call it "
@@ -169,22 +159,10 @@ def test_langevin_sample_steps(model_class, config):
         fail("langevin_sample must return " + ("the last step's output" if steps else "x unchanged (steps = 0)"))
 
 
-@pytest.mark.parametrize("case", reference_cases("langevin_sample"), ids=case_id)
-def test_langevin_sample(model_class, case):
-    """`steps` Langevin steps from a fixed x with fixed noise, through your langevin_step."""
-    check_reference(model_class, case)
-
-
-@pytest.mark.parametrize("case", reference_cases("loss"), ids=case_id)
-def test_loss(model_class, case):
-    """mean E(x_real) - mean E(x_fake) + alpha mean(E(x_real)^2 + E(x_fake)^2), and its gradient."""
-    check_reference(model_class, case)
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_loss_detaches_the_fakes(model_class, shape):
     """The loss trains the weights and sends no gradient into x_fake."""
-    seen = observe(observe_loss_graph, model_class, shape, images(shape, 4), images(shape, 5))
+    seen = observe(run.observe_loss_graph, model_class, shape, images(shape, 4), images(shape, 5))
     if not seen["scalar"]:
         fail(f"loss returned {describe(seen['loss'])}; expected a scalar tensor")
     if not seen["requires_grad"]:
@@ -195,17 +173,11 @@ def test_loss_detaches_the_fakes(model_class, shape):
              "loss trains the weights, never the Langevin chain that made the samples")
 
 
-@pytest.mark.parametrize("case", reference_cases("sample_buffer"), ids=case_id)
-def test_sample_buffer(model_class, case):
-    """95% of the chains start from replay[idx], the fresh ones (5%) from uniform_like's noise."""
-    check_reference(model_class, case)
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_sample_buffer_returns_a_copy(model_class, shape):
     """sample_buffer returns (x, idx) with draw_replay's idx, and x does not share memory with the buffer."""
     idx = torch.tensor([6, 1, 3][: shape["B"]], device=DEVICE)
-    seen = observe(observe_buffer_copy, model_class, shape, idx)
+    seen = observe(run.observe_buffer_copy, model_class, shape, idx)
     if not seen["pair"]:
         fail(f"sample_buffer returned {seen['returned']}; it must return the pair (x, idx)")
     if not same_tensor(seen["idx"], idx):
@@ -216,16 +188,10 @@ def test_sample_buffer_returns_a_copy(model_class, shape):
              "which copies, or call .clone()")
 
 
-@pytest.mark.parametrize("case", reference_cases("update_buffer"), ids=case_id)
-def test_update_buffer(model_class, case):
-    """replay[idx_b] = x_b for every b; every other slot unchanged."""
-    check_reference(model_class, case)
-
-
 @pytest.mark.parametrize("shape", SHAPES, ids=config_id)
 def test_update_buffer_stores_detached(model_class, shape):
     """The buffer keeps values, not a graph."""
-    if observe(observe_buffer_graph, model_class, shape, images(shape, 7))["replay_requires_grad"]:
+    if observe(run.observe_buffer_graph, model_class, shape, images(shape, 7))["replay_requires_grad"]:
         fail("update_buffer stored samples that are still attached to the autograd graph: the buffer would keep every "
              "step's graph alive. Store x.detach()")
 
@@ -235,21 +201,17 @@ def test_forward_runs_the_method(model_class, config):
     """forward: sample_buffer(B) -> langevin_sample(x, langevin_steps) -> update_buffer(x_fake, idx) -> loss."""
     x_real, x_init = images(config, 8), images(config, 9)
     idx = torch.tensor([5, 0, 2][: config["B"]], device=DEVICE)
-    seen = observe(observe_forward, model_class, config, x_real, x_init, idx)
-    buffer_calls, chains, updates, losses = seen["sample_buffer"], seen["langevin_sample"], seen["update_buffer"], seen["loss"]
+    seen = observe(run.observe_forward, model_class, config, x_real, x_init, idx)
+    buffer_calls, updates, losses = seen["sample_buffer"], seen["update_buffer"], seen["loss"]
     batch = config["B"]
     if len(buffer_calls) != 1 or buffer_calls[0]["batch_size"] != batch:
         asked = [c["batch_size"] for c in buffer_calls]
         fail(f"forward must call self.sample_buffer(B) once with B = {batch}, the batch size of x_real; it called "
              f"it {times(len(asked))}" + (f" with {asked}" if asked else "") + ": the chains start from the buffer")
-    if len(chains) != 1:
-        fail(f"forward called langevin_sample {times(len(chains))}; call it once, on the x that sample_buffer returned")
-    if not same_tensor(chains[0]["x"], x_init):
-        fail("forward: langevin_sample did not start from the x that sample_buffer returned (chains started from "
+    start, x_fake = checks.langevin_chain(seen, "forward", config["K"], "langevin_steps")
+    if not same_tensor(start, x_init):
+        fail("forward: the Langevin chains did not start from the x that sample_buffer returned (chains started from "
              "fresh noise instead of the replay buffer?)")
-    if chains[0]["steps"] != config["K"]:
-        fail(f"forward ran langevin_sample with steps = {chains[0]['steps']!r}; use self.langevin_steps = {config['K']}")
-    x_fake = chains[0]["out"]
     if not updates:
         fail("forward never called update_buffer: buffer never updated, so every chain restarts from the same old "
              "points. Call update_buffer with the Langevin samples and the idx that sample_buffer returned")
@@ -270,7 +232,7 @@ def test_forward_runs_the_method(model_class, config):
 def test_sample_calls(model_class, config):
     """sample: x = uniform_like((B, C, H, W), device), langevin_sample(x, sample_steps), mapped to [0, 1]."""
     batch, channels, size = config["B"], config["C"], config["size"]
-    seen = observe(observe_sample, model_class, config)
+    seen = observe(run.observe_sample, model_class, config)
     shape = (batch, channels, size, size)
     if not seen["uniform_like"]:
         hint = (" (it drew Gaussian noise with noise_like: the chains start from uniform noise, like the buffer's "
@@ -282,13 +244,10 @@ def test_sample_calls(model_class, config):
         fail(f"sample asked uniform_like for shape {list(asked)}; the chains need (B, C, H, W) = {list(shape)}")
     if device not in ("None", seen["model_device"]):
         fail(f"sample asked uniform_like for noise on {device}; sample on the model's device, self.device")
-    chains = seen["langevin_sample"]
-    if len(chains) != 1 or not same_tensor(chains[0]["x"], seen["uniform_returned"][0]):
-        fail("sample must call self.langevin_sample once, on the noise that uniform_like returned")
-    if chains[0]["steps"] != config["sample_steps"]:
-        fail(f"sample ran langevin_sample with steps = {chains[0]['steps']!r}; use self.sample_steps = "
-             f"{config['sample_steps']}")
-    out, got = chains[0]["out"], seen["got"]
+    start, out = checks.langevin_chain(seen, "sample", config["sample_steps"], "sample_steps")
+    if not same_tensor(start, seen["uniform_returned"][0]):
+        fail("sample must run the Langevin chains from the noise that uniform_like returned")
+    got = seen["got"]
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
         fail(f"sample returned {describe(got)}; expected shape {list(shape)}")
     if torch.allclose(got, (out + 1) / 2, rtol=0, atol=1e-6):
@@ -301,432 +260,20 @@ def test_sample_calls(model_class, config):
 
 
 # ----------------------------------------------------------------------------
-# Judging reference cases: fixed inputs, fixed randomness, stored outputs
+# Judging reference cases: the loss with its gradient
 # ----------------------------------------------------------------------------
 
 
-WHAT = {"langevin_step": "x after the step", "langevin_sample": "x after the steps", "loss": "the loss",
-        "sample_buffer": "the starting points x", "update_buffer": "the replay buffer after the update"}
-SEAMS = ("noise_like", "uniform_like")
-_CASES = grading.Memo()
-
-
-def case_outputs(model_class, case: dict) -> dict:
-    """What `observe_case` saw on this case (computed once per class and case)."""
-    key = (id(case["reference"]), case["function"], case["id"])
-    return _CASES.get(model_class, key, lambda: observe(observe_case, model_class, case["function"], case_inputs(case)))
-
-
-def case_inputs(case: dict) -> dict:
-    """A case without its expected outputs: what the code under test may see."""
-    return {k: case[k] for k in ("config", "energy", "replay", "args", "noise_like", "noise_like_calls", "uniform_like",
-                                 "uniform_like_calls", "draw_replay")}
-
-
-def check_reference(model_class, case: dict) -> None:
-    """Compare one stored case with your output; explain any difference."""
-    function = case["function"]
-    seen = case_outputs(model_class, case)
-    label = f"{function} [{case['label']}]"
-    if seen["shape_problem"]:
-        fail(f"{label}: {seen['shape_problem']}")
-    got, expected = seen["outputs"][0], case["expected"].to(DEVICE)
-    if function == "loss":
-        problem = grading.difference("the loss", got[0] if isinstance(got, torch.Tensor) else got, expected[0])
-        if problem is None and not seen["requires_grad"]:
-            fail(f"{label}: the loss carries no gradient to the weights (requires_grad False): compute it from the "
-                 "energies with torch operations, outside torch.no_grad()")
-        if problem is None and grading.difference("", got[1:], expected[1:]) is not None:
-            problem = ("the loss has the right value but the wrong gradient with respect to the energy's weights: "
-                       "both E(x_real) and E(x_fake) must be computed with the weights in the graph (detach x_fake, "
-                       "not its energy)")
-    else:
-        problem = grading.difference(WHAT[function], got, expected)
-    if problem is not None:
-        lines = [f"{label}: {problem}"]
-        known = known_mistakes(model_class, function, got, case)
-        lines += [line for _, line in known]
-        blame = ()
-        if all(culprit != function for culprit, _ in known):  # no mistake of this function itself
-            for seam in SEAMS:
-                calls, needed = seen[seam][0], case[f"{seam}_calls"]
-                if calls != needed:
-                    lines.append(f"{seam} was called {times(calls)}; this case needs {times(needed)}"
-                                 + (" (noise drawn elsewhere, e.g. torch.randn, bypasses the seam the grader uses)"
-                                    if calls < needed else ""))
-            if isinstance(got, torch.Tensor) and not close(seen["outputs"][1], got):
-                lines.append(f"{function} gives different results for the same inputs and the same noise: it draws "
-                             "randomness elsewhere (torch.randn, rand, randint). Draw through self.noise_like, "
-                             "self.uniform_like and self.draw_replay.")
-            blame = failing_dependencies(model_class, function, case["reference"])
-            lines += [f"Note: {d}, which {function} calls, fails its own tests: fix {d} first." for d in blame]
-        fail(lines, blame)
-    if not close(seen["outputs"][1], got):
-        fail(f"{label}: called a second time on the same object with the same inputs and noise, it returns something "
-             "else: it keeps state between calls or changes the object")
-
-
-def known_mistakes(model_class, function: str, got, case: dict) -> list[tuple[str, str]]:
-    """(function the mistake is in, sentence naming it) for each stored mistake your outputs equal, in every
-    case of `function` where that mistake is stored."""
-    if not isinstance(got, torch.Tensor):
-        return []
-    got = got.detach().cpu()
-    reference, found = case["reference"], []
-    for key, output in case["mistakes"].items():
-        if not (got.dtype == output.dtype and close(got, output)):
-            continue
-        others = [c for c in reference["cases"][function] if key in c["mistakes"] and c is not case]
-        if all(close(_output_or_none(model_class, c), c["mistakes"][key]) for c in others):
-            mistake = reference["mistakes"][key]
-            where = "" if mistake["function"] == function else f" in {mistake['function']}"
-            found.append((mistake["function"], f"This matches a known mistake{where}: {mistake['title']}.\n  {mistake['why']}"))
-    return found
-
-
-def _output_or_none(model_class, case: dict):
-    try:
-        return case_outputs(model_class, case)["outputs"][0]
-    except pytest.fail.Exception:
-        return None
-
-
-def failing_dependencies(model_class, function: str, reference: dict) -> tuple[str, ...]:
-    """The functions `function` calls that fail a reference case on their own (not because of another one)."""
-    failing = []
-    for dependency in DEPENDS_ON.get(function, ()):
-        for case in reference["cases"].get(dependency, []):
-            try:
-                check_reference(model_class, case)
-            except pytest.fail.Exception as failure:
-                if not set(getattr(failure, "blame", ())) - {dependency}:
-                    failing.append(dependency)
-                    break
-    return tuple(failing)
-
-
-# ----------------------------------------------------------------------------
-# Observations: run your code, record what it did
-# ----------------------------------------------------------------------------
-
-
-def build(model_class, channels: int, image_size: int, energy_state=None, **settings):
-    """The class under test around the stand-in energy, on DEVICE."""
-    energy = StandInEnergy(channels)
-    if energy_state is not None:
-        energy.load_state_dict(energy_state)
-    config = {"step_size": 0.1, "noise_scale": 0.05, "langevin_steps": 3, "alpha": 0.2, "buffer_size": 8,
-              "sample_steps": 4, **settings}
-    return model_class(energy, image_size=image_size, channels=channels, **config).to(DEVICE)
-
-
-def build_for_case(model_class, case: dict):
-    """The object a reference case runs on: the stand-in energy with the case's weights and replay buffer,
-    and its noise_like, uniform_like and draw_replay handing out the case's values."""
-    config = case["config"]
-    model = build(model_class, config["channels"], config["image_size"], case["energy"],
-                  **{k: v for k, v in config.items() if k not in ("channels", "image_size")})
-    with torch.no_grad():
-        model.replay.copy_(case["replay"].to(DEVICE))
-    model.noise_like = NoiseSequence("noise_like", case["noise_like"], case["noise_like_calls"])
-    model.uniform_like = NoiseSequence("uniform_like", case["uniform_like"], case["uniform_like_calls"])
-    model.draw_replay = ReplaySequence(case["draw_replay"])
-    return model
-
-
-def case_output(model, function: str, out, seen: dict):
-    """What a reference case compares: the buffer after update_buffer, the x of sample_buffer's pair,
-    and for loss the vector [loss, dloss/dweights...] (the gradient shows which energies it trains)."""
-    if function == "update_buffer":
-        return model.replay.detach().clone()
-    if function == "sample_buffer":
-        if not (isinstance(out, tuple) and len(out) == 2):
-            seen["shape_problem"] = f"sample_buffer returned {describe(out)}; it must return the pair (x, idx)"
-            return None
-        return out[0]
-    if function == "loss" and isinstance(out, torch.Tensor) and out.shape == ():
-        seen["requires_grad"] = seen["requires_grad"] and out.requires_grad
-        params = list(model.energy_net.parameters())
-        grads = torch.autograd.grad(out, params, allow_unused=True) if out.requires_grad else [None] * len(params)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        return torch.cat([out.detach().reshape(1)] + [g.detach().flatten() for g in grads])
-    return out
-
-
-@observation
-def observe_case(model_class, function: str, case: dict) -> dict:
-    """Run `function` on a reference case's inputs twice, on the same object, each time with fresh noise."""
-    model = build_for_case(model_class, case)
-    seen = {"outputs": [], "noise_like": [], "uniform_like": [], "requires_grad": True, "shape_problem": None}
-    for _ in range(2):
-        with torch.no_grad():
-            model.replay.copy_(case["replay"].to(DEVICE))
-        model.noise_like = NoiseSequence("noise_like", case["noise_like"], case["noise_like_calls"])
-        model.uniform_like = NoiseSequence("uniform_like", case["uniform_like"], case["uniform_like_calls"])
-        model.draw_replay = ReplaySequence(case["draw_replay"])
-        args = [a.to(DEVICE, copy=True) if isinstance(a, torch.Tensor) else a for a in case["args"]]
-        out = call(function, getattr(model, function), *args)
-        seen["outputs"].append(case_output(model, function, out, seen))
-        for seam in SEAMS:
-            seen[seam].append(len(getattr(model, seam).calls))
-    return seen
-
-
-@observation
-def observe_step_effects(model_class, shape: dict, x: torch.Tensor) -> dict:
-    """One langevin_step: its output, the input afterwards, and for each weight whether it changed, got a
-    .grad or lost requires_grad."""
-    model = build(model_class, shape["C"], shape["size"], weights(shape["C"]))
-    model.noise_like = RecordingNoise()
-    before = {name: p.detach().clone() for name, p in model.energy_net.named_parameters()}
-    given = x.clone()
-    out = call("langevin_step", model.langevin_step, given)
-    return {
-        "out": out, "out_requires_grad": isinstance(out, torch.Tensor) and (out.requires_grad or out.grad_fn is not None),
-        "x_after": given.detach(),
-        "weights": {name: {"requires_grad": p.requires_grad, "grad_filled": p.grad is not None,
-                           "changed": not torch.equal(p.detach(), before[name])}
-                    for name, p in model.energy_net.named_parameters()},
-    }
-
-
-@observation
-def observe_step_under_no_grad(model_class, shape: dict, x: torch.Tensor) -> dict:
-    """langevin_step on the same input and noise, normally and inside torch.no_grad()."""
-    model = build(model_class, shape["C"], shape["size"], weights(shape["C"]))
-    model.noise_like = RecordingNoise()
-    plain = call("langevin_step", model.langevin_step, x.clone())
-
-    def without_gradients(x):
-        with torch.no_grad():
-            return model.langevin_step(x)
-
-    model.noise_like = RecordingNoise()
-    try:
-        return {"plain": plain, "no_grad": call("langevin_step", without_gradients, x.clone()), "error": None}
-    except pytest.fail.Exception as failure:
-        return {"plain": plain, "no_grad": None, "error": str(failure.msg)}
-
-
-@observation
-def observe_langevin_loop(model_class, config: dict, x: torch.Tensor) -> dict:
-    model = build(model_class, config["C"], config["size"])
-    model.noise_like = RecordingNoise()
-    steps = spy(model, "langevin_step", ("x",), lambda bound, k: bound["x"] * 0.9 + 0.01 * k)
-    got = call("langevin_sample", model.langevin_sample, x.clone(), config["steps"])
-    return {"got": got, "steps": steps}
-
-
-@observation
-def observe_loss_graph(model_class, shape: dict, x_real: torch.Tensor, x_fake: torch.Tensor) -> dict:
-    """The loss on a leaf x_fake that requires grad: does the loss reach the weights, and x_fake?"""
-    model = build(model_class, shape["C"], shape["size"], weights(shape["C"]))
-    x_fake = x_fake.clone().requires_grad_(True)
-    loss = call("loss", model.loss, x_real.clone(), x_fake)
-    scalar = isinstance(loss, torch.Tensor) and loss.shape == ()
-    requires_grad = scalar and loss.requires_grad
-    fake_grad = requires_grad and torch.autograd.grad(loss, x_fake, allow_unused=True)[0] is not None
-    return {"loss": loss, "scalar": scalar, "requires_grad": requires_grad, "fake_gets_gradient": fake_grad}
-
-
-@observation
-def observe_buffer_copy(model_class, shape: dict, idx: torch.Tensor) -> dict:
-    """sample_buffer with no fresh chains; then the returned x is overwritten: does the buffer change?"""
-    model = build(model_class, shape["C"], shape["size"], buffer_size=8)
-    with torch.no_grad():
-        model.replay.copy_(images(dict(shape, B=8), 6))
-    before = model.replay.clone()
-    model.draw_replay = ReplaySequence([(idx, torch.zeros(len(idx), dtype=torch.bool))])
-    model.uniform_like = RecordingNoise(uniform=True)
-    got = call("sample_buffer", model.sample_buffer, shape["B"])
-    if not (isinstance(got, tuple) and len(got) == 2):
-        return {"pair": False, "returned": describe(got)}
-    x, got_idx = got
-    if isinstance(x, torch.Tensor):
-        x.data.fill_(0.5)  # the caller owns x: changing it must not change the buffer
-    return {"pair": True, "idx": got_idx, "replay_changed": not torch.equal(model.replay, before)}
-
-
-@observation
-def observe_buffer_graph(model_class, shape: dict, x: torch.Tensor) -> dict:
-    model = build(model_class, shape["C"], shape["size"], buffer_size=8)
-    samples = x.clone().requires_grad_(True) * 1.0  # a result of computation, as Langevin samples can be
-    call("update_buffer", model.update_buffer, samples, torch.arange(shape["B"], device=DEVICE))
-    return {"replay_requires_grad": model.replay.requires_grad or model.replay.grad_fn is not None}
-
-
-@observation
-def observe_forward(model_class, config: dict, x_real: torch.Tensor, x_init: torch.Tensor, idx: torch.Tensor) -> dict:
-    """forward(x_real) with spies for sample_buffer, langevin_sample, update_buffer and loss."""
-    model = build(model_class, config["C"], config["size"], langevin_steps=config["K"], buffer_size=8)
-    model.noise_like, model.uniform_like = RecordingNoise(), RecordingNoise(uniform=True)
-    seen = {
-        "sample_buffer": spy(model, "sample_buffer", ("batch_size",), lambda bound, k: (x_init.clone(), idx.clone())),
-        "langevin_sample": spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: torch.tanh(bound["x"] + 0.3)),
-        "update_buffer": spy(model, "update_buffer", ("x", "idx"), lambda bound, k: None),
-        "loss": spy(model, "loss", ("x_real", "x_fake"), lambda bound, k: torch.tensor(0.5 + k, device=DEVICE)),
-    }
-    seen["got"] = call("forward", model.forward, x_real.clone())
-    return seen
-
-
-@observation
-def observe_sample(model_class, config: dict) -> dict:
-    model = build(model_class, config["C"], config["size"], sample_steps=config["sample_steps"])
-    uniform, gaussian = RecordingNoise(uniform=True), RecordingNoise()
-    model.uniform_like, model.noise_like = uniform, gaussian
-    chains = spy(model, "langevin_sample", ("x", "steps"), lambda bound, k: torch.tanh(2 * bound["x"]))
-    got = call("sample", model.sample, config["B"])
-    return {"got": got, "langevin_sample": chains, "uniform_like": uniform.calls, "uniform_returned": uniform.returned,
-            "noise_like": gaussian.calls, "model_device": str(model.replay.device)}
-
-
-# ----------------------------------------------------------------------------
-# The stand-in energy, the fixed randomness and the spies
-# ----------------------------------------------------------------------------
-
-
-class StandInEnergy(nn.Module):
-    """A tiny deterministic energy used instead of the CNN in these tests:
-
-        h    = mix @ x  +  spatial * (x shifted right - x shifted down)          (per pixel)
-        E(x) = sum over channels and pixels of  scale * tanh(h + shift) + curvature / 2 * x^2
-
-    x: [B, C, H, W] -> E: [B]. `mix` is [C, C]; `spatial`, `shift`, `scale` and `curvature` are [C].
-    Elementwise arithmetic and sums only, so CPU and CUDA agree to float32 rounding.
-    """
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.mix = nn.Parameter(torch.eye(channels) * 0.8)
-        self.spatial = nn.Parameter(torch.full((channels,), 0.3))
-        self.shift = nn.Parameter(torch.full((channels,), 0.1))
-        self.scale = nn.Parameter(torch.ones(channels))
-        self.curvature = nn.Parameter(torch.full((channels,), 0.5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels = self.mix.shape[0]
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != channels:
-            raise GradingError(f"the energy network was called with {describe(x)}; it takes a [B, {channels}, H, W] batch")
-        if x.dtype != self.mix.dtype:
-            raise GradingError(f"the energy network was called with a {dtype_name(x)} x, but its weights are "
-                               f"{dtype_name(self.mix)}: keep x in float32")
-
-        def per_channel(v):
-            return v[None, :, None, None]
-
-        h = (self.mix[None, :, :, None, None] * x[:, None]).sum(2)
-        h = h + per_channel(self.spatial) * (x.roll(1, -1) - x.roll(1, -2))
-        e = per_channel(self.scale) * torch.tanh(h + per_channel(self.shift)) + 0.5 * per_channel(self.curvature) * x * x
-        return e.flatten(1).sum(1)
-
-
-def weights(channels: int) -> dict:
-    """Fixed non-trivial stand-in weights for the property tests."""
-    generator = torch.Generator().manual_seed(channels)
-    return {"mix": torch.randn(channels, channels, generator=generator) * 0.6,
-            "spatial": torch.randn(channels, generator=generator) * 0.4,
-            "shift": torch.randn(channels, generator=generator) * 0.5,
-            "scale": torch.rand(channels, generator=generator) + 0.5,
-            "curvature": torch.rand(channels, generator=generator) * 0.8 + 0.2}
-
-
-class NoiseSequence:
-    """Stands in for `noise_like` or `uniform_like`: hands out the reference's tensors, in order.
-
-    `tensors` holds what a correct implementation draws, followed by spares, so that an
-    implementation that draws too often still gets fixed values (and a recognisable output).
-    """
-
-    def __init__(self, name: str, tensors: list[torch.Tensor], needed: int):
-        self.name, self.needed = name, needed
-        self.tensors = [z.to(DEVICE) for z in tensors]
-        self.calls: list[tuple[int, ...]] = []
-
-    def __call__(self, shape, device=None) -> torch.Tensor:
-        shape = tuple(int(s) for s in shape)
-        self.calls.append(shape)
-        k = len(self.calls)
-        if k > len(self.tensors):
-            raise GradingError(f"{self.name} was called {times(k)}; this case needs {times(self.needed)}")
-        z = self.tensors[k - 1]
-        if tuple(z.shape) != shape:
-            raise GradingError(f"{self.name} call {k} asked for shape {list(shape)}; the noise needed here has shape "
-                               f"{list(z.shape)}")
-        return z.to(device if device is not None else DEVICE, copy=True)
-
-
-class ReplaySequence:
-    """Stands in for `draw_replay`: hands out the reference's (idx, fresh) pairs, in order."""
-
-    def __init__(self, draws: list):
-        self.draws = [(idx.to(DEVICE), fresh.to(DEVICE)) for idx, fresh in draws]
-        self.calls: list[int] = []
-
-    def __call__(self, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
-        self.calls.append(batch_size)
-        k = len(self.calls)
-        if k > len(self.draws):
-            raise GradingError(f"draw_replay was called {times(k)}; this case needs {times(len(self.draws))}")
-        idx, fresh = self.draws[k - 1]
-        if batch_size != len(idx):
-            raise GradingError(f"draw_replay was called with batch_size = {batch_size!r}; this case's batch has "
-                               f"{len(idx)} images")
-        return idx.clone(), fresh.clone()
-
-
-class RecordingNoise:
-    """A `noise_like` (or `uniform_like`) that records its calls and returns fixed pseudo-random tensors."""
-
-    def __init__(self, uniform: bool = False):
-        self.uniform = uniform
-        self.calls: list[tuple[tuple[int, ...], str]] = []
-        self.returned: list[torch.Tensor] = []
-        self.generator = torch.Generator().manual_seed(0)
-
-    def __call__(self, shape, device=None) -> torch.Tensor:
-        shape = tuple(int(s) for s in shape)
-        self.calls.append((shape, grading.device_of(device)))
-        z = torch.rand(shape, generator=self.generator) * 2 - 1 if self.uniform else torch.randn(shape, generator=self.generator)
-        z = z.to(device if device is not None else DEVICE)
-        self.returned.append(z)
-        return z.clone()
-
-
-def bind(function: str, names: tuple[str, ...], args, kwargs) -> dict:
-    signature = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
-    try:
-        return signature.bind(*args, **kwargs).arguments
-    except TypeError as error:
-        raise GradingError(f"{function} was called with the wrong arguments ({error}); "
-                           f"call it as {function}({', '.join(names)})") from None
-
-
-def spy(model, function: str, names: tuple[str, ...], result) -> list[dict]:
-    """Replace model.<function> with a spy that records its arguments and returns result(bound, k)."""
-    calls: list[dict] = []
-
-    def spy_function(*args, **kwargs):
-        bound = bind(function, names, args, kwargs)
-        bound["out"] = result(bound, len(calls) + 1)
-        calls.append(bound)
-        return bound["out"]
-
-    setattr(model, function, spy_function)
-    return calls
-
-
-def images(config: dict, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    shape = (config["B"], config["C"], config["size"], config["size"])
-    return (torch.rand(shape, generator=generator) * 1.8 - 0.9).to(DEVICE)
-
-
-def same_tensor(a, b) -> bool:
-    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
-
-
-def describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {dtype_name(value)} tensor of shape {list(value.shape)}"
-    return grading.type_name(value) + (" (a missing `return`?)" if value is None else "")
+@PART.comparing
+def compare(function: str, got, expected: torch.Tensor, seen: dict) -> str | None:
+    """loss is compared as [loss, dloss/dweights...]: the gradient shows which energies it trains."""
+    if function != "loss":
+        return grading.difference(PART.what[function], got, expected)
+    problem = grading.difference("the loss", got[0] if isinstance(got, torch.Tensor) else got, expected[0])
+    if problem is None and not seen["loss_requires_grad"]:
+        return ("the loss carries no gradient to the weights (requires_grad False): compute it from the energies "
+                "with torch operations, outside torch.no_grad()")
+    if problem is None and grading.difference("", got[1:], expected[1:]) is not None:
+        return ("the loss has the right value but the wrong gradient with respect to the energy's weights: both "
+                "E(x_real) and E(x_fake) must be computed with the weights in the graph (detach x_fake, not its energy)")
+    return problem

@@ -16,6 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBMISSIONS = Path(__file__).resolve().parent / "submissions"
+pytestmark = pytest.mark.slow  # every test here runs the autograder on a submission (seconds each)
 sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tools" / "autograder")]
 
 import grade  # noqa: E402

@@ -22,6 +22,7 @@ from mistakes_conditional import ALTERNATIVES, CATALOGUE  # noqa: E402
 import grading  # noqa: E402
 import test_conditional as tc  # noqa: E402
 from diffusion import ConditionalGaussianDiffusion  # noqa: E402
+from grading import runs_conditional  # noqa: E402
 
 REFERENCES = {"public": ROOT / "data" / "reference" / "public_conditional.pt",
               "hidden": ROOT / "tools" / "reference" / "hidden_conditional.pt"}
@@ -52,6 +53,10 @@ def test_the_catalogue_is_large_and_covers_every_function():
     assert len({m.key for m in CATALOGUE}) == len(CATALOGUE)
 
 
+def test_there_are_ten_other_correct_implementations():
+    assert len(ALTERNATIVES) >= 10
+
+
 @pytest.mark.parametrize("variant", [ConditionalGaussianDiffusion] + sorted(ALTERNATIVES),
                          ids=lambda v: v if isinstance(v, str) else v.__name__)
 def test_correct_implementations_pass(variant, reference):
@@ -64,7 +69,7 @@ def test_correct_implementations_pass(variant, reference):
 
 @pytest.mark.parametrize("mistake", CATALOGUE, ids=lambda m: m.key)
 def test_each_mistake_fails_and_is_named(mistake):
-    results = checks(mistake.diffusion_class())
+    results = checks(mistake.make_class())
     failures = {name: message for name, message in results.items() if message}
     own = [message for name, message in failures.items() if _group(name) == mistake.function]
     assert own, f"{mistake.key} passes every {mistake.function} test"
@@ -75,12 +80,13 @@ def test_each_mistake_fails_and_is_named(mistake):
         assert re.match(r"\w+", message).group(0) in tc.FUNCTIONS and "Traceback" not in message
 
 
+@pytest.mark.slow
 def test_each_mistake_fails_the_hidden_set_too():
     hidden = grading.load_reference(REFERENCES["hidden"])
     for mistake in CATALOGUE:
         if mistake.detect != "output":
             continue
-        failures = [m for name, m in checks(mistake.diffusion_class(), hidden).items()
+        failures = [m for name, m in checks(mistake.make_class(), hidden).items()
                     if m and _group(name) == mistake.function]
         assert any(mistake.title in m for m in failures), mistake.key
 
@@ -101,7 +107,7 @@ def test_a_stub_reads_not_implemented_yet():
 
 def test_a_wrong_threshold_is_charged_to_threshold_not_to_the_loop():
     records = {r["name"]: r for r in grading.run_tests(
-        tc, {"diffusion_class": next(m for m in CATALOGUE if m.key == "threshold.no_divide").diffusion_class()},
+        tc, {"diffusion_class": next(m for m in CATALOGUE if m.key == "threshold.no_divide").make_class()},
         grading.load_reference(REFERENCES["public"]))}
     end_to_end = [r for name, r in records.items() if name.startswith(("test_sample[", "test_p_sample_loop["))
                   and r["outcome"] == "failed"]
@@ -124,7 +130,7 @@ def test_labels_outside_the_range_reach_the_stand_in_as_a_clear_message():
 def test_two_guidance_calls_on_b_pass_but_the_solution_makes_one_on_2b():
     """Two calls are correct (an alternative); the solution itself calls the network once, on 2B."""
     config = dict(B=3, C=3, size=4, T=10, K=3, p=0.1)
-    diffusion = tc.build(ConditionalGaussianDiffusion, config)
+    diffusion = runs_conditional.build(ConditionalGaussianDiffusion, config)
     sizes = []
     original = diffusion.model.forward
     diffusion.model.forward = lambda x, t, y=None: (sizes.append(x.shape[0]), original(x, t, y))[1]

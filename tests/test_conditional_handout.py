@@ -26,6 +26,7 @@ def builds(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_part_1_alone_leaves_part_2_out(builds):
     handout = builds[(1,)] / "handout"
     stub = (handout / "diffusion.py").read_text()
@@ -40,6 +41,7 @@ def test_part_1_alone_leaves_part_2_out(builds):
     compile(stub, "diffusion.py", "exec")
 
 
+@pytest.mark.slow
 def test_part_2_alone_provides_part_1s_solution(builds):
     handout = builds[(2,)] / "handout"
     stub = (handout / "diffusion.py").read_text()
@@ -59,6 +61,7 @@ def test_part_2_alone_provides_part_1s_solution(builds):
     assert (autograder / "reference" / "hidden_conditional.pt").exists()
 
 
+@pytest.mark.slow
 def test_the_stub_of_part_2_runs_part_1(builds):
     """With Part 1 provided, the Part 2 stub imports and Part 1's functions work."""
     namespace: dict = {}

@@ -35,6 +35,7 @@ def _functions_raising(source: str) -> set[str]:
             and any(isinstance(s, ast.Raise) and "NotImplementedError" in ast.unparse(s) for s in f.body)}
 
 
+@pytest.mark.slow
 def test_part_1_alone_leaves_part_3_out(handouts):
     handout = handouts[(1,)] / "handout"
     for name in PART3_FILES:
@@ -44,6 +45,7 @@ def test_part_1_alone_leaves_part_3_out(handouts):
     assert not (handouts[(1,)] / "autograder" / "test_energy.py").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parts", [(3,), (1, 3)])
 def test_part_3_ships_a_stub_and_its_tests(handouts, parts):
     handout = handouts[parts] / "handout"
@@ -62,6 +64,7 @@ def test_part_3_ships_a_stub_and_its_tests(handouts, parts):
     assert not (handout / "tools").exists() and not list(handout.rglob("*hidden*"))
 
 
+@pytest.mark.slow
 def test_part_3_alone_provides_part_1(handouts):
     diffusion = (handouts[(3,)] / "handout" / "diffusion.py").read_text()
     assert "NotImplementedError" not in diffusion and "BEGIN SOLUTION" not in diffusion
@@ -79,6 +82,7 @@ class EnergyModel(EnergyModel):  # the solution with one mistake: ascending the 
 '''
 
 
+@pytest.mark.slow
 def test_the_autograder_grades_part_3(tmp_path):
     """grade.py on energy.py: the solution gets full marks; a wrong langevin_step costs its own points only."""
     from tools.autograder import grade

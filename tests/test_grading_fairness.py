@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import grading
 import test_diffusion as td
 from diffusion import GaussianDiffusion, extract
-from tools.mistakes import CATALOGUE
+from tools.mistakes import ALTERNATIVES, CATALOGUE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,8 +193,15 @@ def checks(diffusion_class, reference: dict | None = None) -> dict[str, str | No
     return grading.run_checks(td, {"diffusion_class": diffusion_class}, reference or grading.load_reference(REFERENCES["public"]))
 
 
-@pytest.mark.parametrize("variant", [GaussianDiffusion, OtherAlgebra, Float64, OwnBuffers, SmallDifferences],
-                         ids=lambda c: c.__name__)
+VARIANTS = [GaussianDiffusion, OtherAlgebra, Float64, OwnBuffers, SmallDifferences] + [
+    type(name, (GaussianDiffusion,), dict(methods)) for name, methods in sorted(ALTERNATIVES.items())]
+
+
+def test_there_are_ten_other_correct_implementations():
+    assert len(VARIANTS) - 1 >= 10
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda c: c.__name__)
 def test_correct_implementations_pass(variant, reference):
     results = checks(variant, reference)
     assert len(results) >= 30
@@ -214,7 +221,7 @@ AFFECTS = {f: {f} | {g for g, deps in td.DEPENDS_ON.items() if f in deps} for f 
 
 @pytest.mark.parametrize("mistake", CATALOGUE, ids=lambda m: m.key)
 def test_each_mistake_fails_and_is_named(mistake):
-    results = checks(mistake.diffusion_class())
+    results = checks(mistake.make_class())
     failures = {name: message for name, message in results.items() if message}
     own = [message for name, message in failures.items() if _group(name) == mistake.function]
     assert own, f"{mistake.key} passes every {mistake.function} test"
@@ -223,6 +230,15 @@ def test_each_mistake_fails_and_is_named(mistake):
     assert {_group(name) for name in failures} <= AFFECTS[mistake.function]
     for message in failures.values():  # clean one-paragraph feedback, always about a named function
         assert re.match(r"\w+", message).group(0) in td.FUNCTIONS and "Traceback" not in message
+
+
+@pytest.mark.slow
+def test_each_mistake_fails_the_hidden_set_too():
+    hidden = grading.load_reference(REFERENCES["hidden"])
+    for mistake in CATALOGUE:
+        failures = [m for name, m in checks(mistake.make_class(), hidden).items() if m and _group(name) == mistake.function]
+        phrase = mistake.title if mistake.detect == "output" else mistake.expect
+        assert any(phrase in m for m in failures), mistake.key
 
 
 def _stub(name: str):
@@ -246,7 +262,7 @@ def test_a_stub_reads_not_implemented_yet():
 
 
 def test_failures_carry_blame_for_the_grader():
-    bad_p_sample = next(m for m in CATALOGUE if m.key == "p_sample.no_clamp").diffusion_class()
+    bad_p_sample = next(m for m in CATALOGUE if m.key == "p_sample.no_clamp").make_class()
     case = grading.load_reference(REFERENCES["public"])["cases"]["p_sample_loop"][0]
     with pytest.raises(pytest.fail.Exception) as failure:
         td.check_reference(bad_p_sample, case)
@@ -287,7 +303,7 @@ def _records(diffusion_class) -> dict[str, dict]:
 
 
 def _mistake(key: str) -> type:
-    return next(m for m in CATALOGUE if m.key == key).diffusion_class()
+    return next(m for m in CATALOGUE if m.key == key).make_class()
 
 
 def test_only_p_sample_wrong_blames_p_sample_not_the_loop():
@@ -339,6 +355,7 @@ def test_an_exception_is_charged_to_the_innermost_function():
             assert record["outcome"] == "passed", record
 
 
+@pytest.mark.slow
 def test_a_hang_costs_only_its_function_and_says_timed_out(monkeypatch):
     class Hang(GaussianDiffusion):
         @torch.no_grad()

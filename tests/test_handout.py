@@ -36,6 +36,7 @@ def built(tmp_path_factory):
     return out, report
 
 
+@pytest.mark.slow
 def test_handout_holds_what_students_need_and_nothing_else(built):
     out, _ = built
     handout = out / "handout"
@@ -72,6 +73,7 @@ def test_every_module_the_handout_imports_at_load_time_ships_with_it(built):
                     assert (handout / f"{top}.py").is_file(), f"{path.name} imports {top}, which the handout lacks"
 
 
+@pytest.mark.slow
 def test_readme_keeps_student_sections_and_drops_instructor_only_ones(built):
     out, _ = built
     source = (ROOT / "README.md").read_text()
@@ -89,6 +91,7 @@ def test_each_part_s_readme_is_short(parts):
     assert len(readme.splitlines()) < 250, f"the README of a Part {parts[0]} handout: a student reads it in ten minutes"
 
 
+@pytest.mark.slow
 def test_readme_names_only_what_the_handout_has(built):
     out, _ = built
     handout = out / "handout"
@@ -99,6 +102,7 @@ def test_readme_names_only_what_the_handout_has(built):
     assert [path for path in links + scripts if not (handout / path).exists()] == []
 
 
+@pytest.mark.slow
 def test_sections_of_the_readme_that_the_code_names_exist(built):
     # Messages like `see README.md, section "Homework data"` must lead somewhere in the student's README.
     out, _ = built
@@ -110,6 +114,7 @@ def test_sections_of_the_readme_that_the_code_names_exist(built):
     assert [name for name in named if not any(h.startswith(name) for h in headings)] == []
 
 
+@pytest.mark.slow
 def test_handout_pytest_ini_names_only_what_the_handout_has(built):
     out, _ = built
     ini = configparser.ConfigParser()
@@ -119,6 +124,7 @@ def test_handout_pytest_ini_names_only_what_the_handout_has(built):
     assert [path for path in testpaths if not (out / "handout" / path).exists()] == []
 
 
+@pytest.mark.slow
 def test_stub_replaces_every_solution_block(built):
     out, _ = built
     stub = (out / "handout" / "diffusion.py").read_text()
@@ -131,6 +137,7 @@ def test_stub_replaces_every_solution_block(built):
     assert stub.startswith(kept)
 
 
+@pytest.mark.slow
 def test_self_checks_ran_and_results_follow_gradescope_format(built):
     _, report = built
     assert report["stub"].endswith("all fail with '<name>: not implemented yet'")
@@ -148,11 +155,12 @@ def test_self_checks_ran_and_results_follow_gradescope_format(built):
     assert "q_sample: not implemented yet" in stub_q_sample and "Traceback" not in stub_q_sample
 
 
+@pytest.mark.slow
 def test_autograder_layout_and_zip(built):
     out, _ = built
     folder = out / "autograder"
     for name in ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "requirements.txt", "student_requirements.txt",
-                 "THREAT_MODEL.md", "grading.py", "test_diffusion.py", "data/reference/public.pt", "reference/hidden.pt",
+                 "THREAT_MODEL.md", "grading/__init__.py", "grading/cases.py", "test_diffusion.py", "data/reference/public.pt", "reference/hidden.pt",
                  "provided/unet.py"):
         assert (folder / name).is_file(), name
     assert (folder / "test_diffusion.py").read_bytes() == (ROOT / "test_diffusion.py").read_bytes()
@@ -165,6 +173,7 @@ def test_autograder_layout_and_zip(built):
     assert not any("diffusion.py" == Path(n).name for n in names)  # the solution is not shipped to Gradescope
 
 
+@pytest.mark.slow
 def test_autograder_charges_a_mistake_to_its_own_function(built, tmp_path):
     """A p_sample without the clamp loses p_sample's points only; the loop and sample keep theirs."""
     out, _ = built
@@ -193,6 +202,7 @@ class GaussianDiffusion(GaussianDiffusion):  # the student's p_sample forgets th
     assert "Not counted here (caused by p_sample)" in results["p_sample_loop"]["output"]
 
 
+@pytest.mark.slow
 def test_autograder_without_a_diffusion_py(tmp_path):
     (tmp_path / "submission").mkdir()
     (tmp_path / "submission" / "notes.txt").write_text("oops")
@@ -221,12 +231,13 @@ def test_grading_policy_excuses_only_blamed_failures():
     assert scores["q_sample"] == 0 and scores["forward"] == 0 and scores["p_losses"] == 0  # no test ran: no points
 
 
+@pytest.mark.slow
 def test_an_infinite_loop_fails_one_test_instead_of_hanging(tmp_path):
     looping = (ROOT / "diffusion.py").read_text().replace("# BEGIN SOLUTION", "# BEGIN SOLUTION\n        while True:\n"
                                                           "            pass", 1)  # the first block: q_sample
     (tmp_path / "diffusion.py").write_text(looping)
     shutil.copy(ROOT / "test_diffusion.py", tmp_path)
-    shutil.copy(ROOT / "grading.py", tmp_path)
+    shutil.copytree(ROOT / "grading", tmp_path / "grading", ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, DIFFUSION_TEST_TIMEOUT="1", PYTHONDONTWRITEBYTECODE="1",
                DIFFUSION_REFERENCE=str(ROOT / "data" / "reference" / "public.pt"))
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_diffusion.py",
@@ -238,8 +249,8 @@ def test_an_infinite_loop_fails_one_test_instead_of_hanging(tmp_path):
 
 def _fake_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
-    for name in ("diffusion.py", "test_diffusion.py", "grading.py", "unet.py", "requirements.txt", "data/reference/public.pt",
-                 "tools/reference/hidden.pt"):
+    for name in ("diffusion.py", "test_diffusion.py", "unet.py", "requirements.txt", "data/reference/public.pt",
+                 "tools/reference/hidden.pt", *(f"grading/{m.name}" for m in (ROOT / "grading").glob("*.py"))):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     return repo

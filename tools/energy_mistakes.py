@@ -9,37 +9,18 @@ own function's tests with its name. `detect` says how test_energy.py recognises 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from energy import EnergyModel
+from tools.mistakes_format import Catalogue
 
-
-@dataclass
-class Mistake:
-    key: str
-    function: str
-    title: str
-    why: str
-    method: object
-    detect: str = "output"
-    expect: str = ""
-
-    def model_class(self) -> type:
-        return type(f"Mistake_{self.key.replace('.', '_')}", (EnergyModel,), {self.function: self.method})
-
-
-CATALOGUE: list[Mistake] = []
+BOOK = Catalogue(EnergyModel)
+CATALOGUE, ALTERNATIVES, alternative = BOOK.mistakes, BOOK.alternatives, BOOK.alternative
 
 
 def mistake(key: str, title: str, why: str, detect: str = "output", expect: str = ""):
-    function = key.split(".")[0]
-
-    def register(method):
-        CATALOGUE.append(Mistake(key, function, title, why, method, detect, expect))
-        return method
-    return register
+    """Part 3's keys name their function: "langevin_step.no_clamp"."""
+    return BOOK.mistake(key, key.split(".")[0], title, why, detect, expect)
 
 
 # ---------------------------------------------------------------------------- langevin_step
@@ -417,3 +398,82 @@ def _(self, batch_size):
          "use self.sample_steps")
 def _(self, batch_size):
     return _sample(self, batch_size, steps=lambda self: self.langevin_steps)
+
+
+# ---------------------------------------------------------------------------- correct variants
+# In styles other than the solution's: each must pass every test.
+
+
+@alternative("own_loop_in_forward", "forward")
+def _(self, x_real):
+    x, idx = self.sample_buffer(len(x_real))
+    for _ in range(self.langevin_steps):
+        x = self.langevin_step(x)
+    self.update_buffer(x, idx)
+    return self.loss(x_real, x)
+
+
+@alternative("in_place_map", "sample")
+def _(self, batch_size):
+    x = self.uniform_like((batch_size, self.channels, self.image_size, self.image_size), self.device)
+    out = self.langevin_sample(x, self.sample_steps)
+    return out.add_(1).mul_(0.5)
+
+
+@alternative("own_loop_in_sample", "sample")
+def _(self, batch_size):
+    x = self.uniform_like((batch_size, self.channels, self.image_size, self.image_size), self.device)
+    for _ in range(self.sample_steps):
+        x = self.langevin_step(x=x)
+    return x * 0.5 + 0.5
+
+
+@alternative("recursive", "langevin_sample")
+def _(self, x, steps):
+    return x.detach() if steps == 0 else self.langevin_sample(self.langevin_step(x), steps - 1)
+
+
+@alternative("torch_func_grad", "langevin_step")
+def _(self, x):
+    with torch.enable_grad():
+        grad = torch.func.grad(lambda v: self.energy(v).sum())(x.detach()).detach()  # no graph to the weights
+    z = self.noise_like(x.shape, x.device)
+    return torch.clamp(x.detach() - self.step_size * grad + self.noise_scale * z, -1, 1)
+
+
+@alternative("in_place_on_a_copy", "langevin_step")
+def _(self, x):
+    leaf = x.detach().clone().requires_grad_()
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(self.energy(leaf).sum(), leaf)
+    out = leaf.detach()
+    out.sub_(self.step_size * grad).add_(self.noise_like(x.shape, x.device), alpha=self.noise_scale)
+    return out.clamp_(-1, 1)
+
+
+@alternative("stacked", "sample_buffer")
+def _(self, batch_size):
+    idx, fresh = self.draw_replay(batch_size)
+    noise = self.uniform_like((batch_size, self.channels, self.image_size, self.image_size), self.device)
+    x = torch.stack([noise[b] if bool(fresh[b]) else self.replay[i] for b, i in enumerate(idx.tolist())])
+    return x, idx
+
+
+@alternative("index_put", "update_buffer")
+def _(self, x, idx):
+    with torch.no_grad():
+        self.replay.index_put_((idx,), x.detach())
+
+
+@alternative("torch_functions", "loss")
+def _(self, x_real, x_fake):
+    e_real, e_fake = self.energy(x_real), self.energy(x_fake.data)
+    return torch.mean(e_real) - torch.mean(e_fake) + self.alpha * (torch.mean(e_real ** 2) + torch.mean(e_fake ** 2))
+
+
+@alternative("keywords", "forward")
+def _(self, x_real):
+    x_init, idx = self.sample_buffer(batch_size=x_real.shape[0])
+    x_fake = self.langevin_sample(steps=self.langevin_steps, x=x_init)
+    self.update_buffer(idx=idx, x=x_fake)
+    return self.loss(x_fake=x_fake, x_real=x_real)

@@ -94,7 +94,7 @@ def load_autograder(folder: Path, numbers: list[int] | None) -> Autograder:
     try:
         spec.loader.exec_module(grade)  # reads its tables only: nothing is graded in this process
         switches_user = sys.modules["sandbox"]._can_switch_user()
-    finally:  # the build's grading.py and sandbox.py stay out of this process's later imports
+    finally:  # the build's grading package and sandbox.py stay out of this process's later imports
         sys.path[:] = path
         for name in set(sys.modules) - modules:
             if folder in Path(getattr(sys.modules[name], "__file__", None) or "/").parents:

@@ -1,4 +1,4 @@
-"""Regenerate the reference tensors that test_energy.py (Part 3) checks against (instructors only).
+"""Part 3's recipe for the reference builder (tools/make_reference.py): its cases (instructors only).
 
     python tools/make_energy_reference.py              # data/reference/public_energy.pt, shipped with the handout
     python tools/make_energy_reference.py --hidden     # tools/reference/hidden_energy.pt, for the autograder only
@@ -14,28 +14,19 @@ The hidden set uses other seeds and shapes, so echoing the public outputs cannot
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the solution and the tests live at the root
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # run as a script from anywhere: the solution and tests live at the root
 
-import pytest  # noqa: E402  (test_energy reports failures as pytest outcomes)
+import make_reference  # noqa: E402  (the builder)
 
-import grading  # noqa: E402
 import test_energy as te  # noqa: E402
 from energy import EnergyModel  # noqa: E402
 from tools.energy_mistakes import CATALOGUE  # noqa: E402
-
-FORMAT = 1
-OUTPUTS = {"public": ROOT / "data" / "reference" / "public_energy.pt",
-           "hidden": ROOT / "tools" / "reference" / "hidden_energy.pt"}
-# A mistake's output is stored for a case only when it is clearly different from the right one there.
-DISTINCT = 1e-3
-REFERENCE_FUNCTIONS = ("langevin_step", "langevin_sample", "loss", "sample_buffer", "update_buffer")
 
 
 def _case(name, B, C, size, **extra):
@@ -161,83 +152,12 @@ def _make_case(function: str, spec: dict, generator: torch.Generator) -> dict:
     }
 
 
-def _output(model_class, case: dict):
-    """Run a case as test_energy.py does; None if it raises."""
-    try:
-        out = grading.observe(te.observe_case, model_class, case["function"], te.case_inputs(case))["outputs"][0]
-    except pytest.fail.Exception:
-        return None
-    return out.detach().cpu() if isinstance(out, torch.Tensor) else None
-
-
-def build(name: str, seed: int | None = None) -> dict:
-    """The reference dict for set `name` ("public" or "hidden"); checks it before returning it."""
-    if te.DEVICE.type != "cpu":
-        raise SystemExit("make_energy_reference: generate on the CPU (unset ENERGY_TEST_DEVICE)")
-    spec = SETS[name]
-    seed = spec["seed"] if seed is None else seed
-    catalogue = CATALOGUE
-    reference = {
-        "format": FORMAT, "name": name, "seed": seed, "made_with_torch": str(torch.__version__),
-        "mistakes": {m.key: {"function": m.function, "title": m.title, "why": m.why, "detect": m.detect}
-                     for m in catalogue},
-        "cases": {},
-    }
-    mutants = [(m, m.model_class()) for m in catalogue if m.detect == "output"]
-    for k, function in enumerate(REFERENCE_FUNCTIONS):
-        reference["cases"][function] = []
-        for i, case_spec in enumerate(spec["cases"][function]):
-            generator = torch.Generator().manual_seed(seed * 1000 + k * 100 + i)
-            case = _make_case(function, case_spec, generator)
-            case["function"], case["reference"] = function, reference
-            expected = _output(EnergyModel, case)
-            if expected is None:
-                raise SystemExit(f"make_energy_reference: the solution fails on {function} [{case['id']}]")
-            case["expected"], case["mistakes"] = expected, {}
-            for m, mutant in mutants:
-                out = _output(mutant, case)
-                if out is not None and (out.shape != expected.shape
-                                        or (out.double() - expected.double()).abs().max() > DISTINCT):
-                    case["mistakes"][m.key] = out
-            reference["cases"][function].append(case)
-    _check(reference)
-    for cases in reference["cases"].values():
-        for case in cases:
-            del case["function"], case["reference"]
-    return reference
-
-
-def _check(reference: dict) -> None:
-    """The solution passes every check; every output mistake is recorded for its own function (or one it calls)."""
-    failures = {k: v for k, v in grading.run_checks(te, {"model_class": EnergyModel}, reference).items() if v}
-    if failures:
-        raise SystemExit("make_energy_reference: the solution fails test_energy.py:\n" + "\n".join(failures.values()))
-    for m in CATALOGUE:
-        if m.detect == "output" and not any(m.key in c["mistakes"] for c in reference["cases"][m.function]):
-            raise SystemExit(f"make_energy_reference: mistake {m.key} gives the right output on every {m.function} "
-                             "case; add a case where it differs")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--hidden", action="store_true", help="write the hidden (autograder) set instead of the public one")
-    parser.add_argument("--seed", type=int, default=None, help="another seed for the inputs (default: the set's own)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output file (default: data/reference/public_energy.pt or tools/reference/hidden_energy.pt)")
-    args = parser.parse_args(argv)
-    name = "hidden" if args.hidden else "public"
-    out = args.out or OUTPUTS[name]
-    reference = build(name, args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(reference, tmp)
-    tmp.replace(out)  # atomic: a crash never leaves half a file
-    cases = sum(len(c) for c in reference["cases"].values())
-    stored = sum(len(c["mistakes"]) for cs in reference["cases"].values() for c in cs)
-    print(f"wrote {out} ({name} set, seed {reference['seed']}): {cases} cases, {stored} stored mistake outputs, "
-          f"{out.stat().st_size / 1024:.0f} KiB")
-    return 0
+RECIPE = make_reference.Recipe(
+    command="python tools/make_energy_reference.py", tests=te, fixture="model_class", solution=EnergyModel,
+    catalogue=CATALOGUE, sets=SETS, make_case=_make_case,
+    outputs={"public": ROOT / "data" / "reference" / "public_energy.pt",
+             "hidden": ROOT / "tools" / "reference" / "hidden_energy.pt"}, every_function=False)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(make_reference.main(None, RECIPE))

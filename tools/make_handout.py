@@ -19,7 +19,7 @@ Writes
                              no tools/, tests/, bench/ or .ci/. README.md loses its instructor-only
                              blocks; pytest.ini names only the handout's own test files.
     OUT_DIR/autograder/      Gradescope's layout: setup.sh and run_autograder at the top, grade.py and
-                             sandbox.py, grading.py and each handed-out part's test file with its
+                             sandbox.py, grading/ and each handed-out part's test file with its
                              public reference (data/reference/), reference/ (the hidden sets),
                              provided/ (the other .py files) and student_requirements.txt.
     OUT_DIR/autograder.zip   the same folder zipped with its files at the root: upload this one.
@@ -81,10 +81,10 @@ PART_BANNER = re.compile(r"^# Part (\d+):")
 # Files git tracks (or new files it does not ignore): top-level files matching HANDOUT_TOP_LEVEL,
 # everything under HANDOUT_DIRS, never anything under NEVER_DIRS or named like NEVER_NAMES.
 HANDOUT_TOP_LEVEL = ("*.py", "*.ipynb", "README.md", "LICENSE*", "requirements.txt", "pytest.ini", ".gitignore")
-HANDOUT_DIRS = ("data", "web")  # web/: the page serve.py shows
+HANDOUT_DIRS = ("data", "web", "grading")  # web/: the page serve.py shows; grading/: the tests' machinery
 NEVER_DIRS = ("tools", "tests", "bench", ".ci", ".git")
 NEVER_NAMES = ("*hidden*", "*.pyc", ".diffusion_cache*")
-REQUIRED = ("diffusion.py", "grading.py", "unet.py", "requirements.txt")  # and each handed-out part's tests and public reference
+REQUIRED = ("diffusion.py", "grading/__init__.py", "unet.py", "requirements.txt")  # and each handed-out part's tests and public reference
 # The training loop and the modules it imports (a handout without one cannot train), main.py, the notebooks.
 EXPECTED = ("trainer.py", "config.py", "training_data.py", "checkpoints.py", "evaluation.py", "fid.py", "grids.py",
             "preflight.py", "devices.py", "run_log.py", "utils.py", "main.py", "run_in_colab.ipynb", "run_in_kaggle.ipynb",
@@ -350,8 +350,9 @@ def build_autograder(root: Path, handout: Path, out: Path, hidden: Path) -> None
     for name in AUTOGRADER_FILES:
         _copy(AUTOGRADER_SOURCE / name, out / name)
     _copy(handout / "requirements.txt", out / "student_requirements.txt")  # setup.sh installs what students may import
-    _copy(handout / "grading.py", out / "grading.py")
-    student_files = {"grading.py"}
+    for module in sorted((handout / "grading").glob("*.py")):
+        _copy(module, out / "grading" / module.name)
+    student_files = set()
     for part in grade.PARTS.values():
         if not (handout / f"{part.tests}.py").is_file():
             continue  # a part not handed out (or not in this repository yet)

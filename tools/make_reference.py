@@ -1,38 +1,158 @@
-"""Regenerate the reference tensors that test_diffusion.py checks against (instructors only).
+"""Regenerate the reference tensors that a part's test file checks against (instructors only).
 
-    python tools/make_reference.py              # data/reference/public.pt, shipped with the handout
-    python tools/make_reference.py --hidden     # tools/reference/hidden.pt, for the autograder only
+    python tools/make_reference.py              # Part 1: data/reference/public.pt, shipped with the handout
+    python tools/make_reference.py --hidden     # Part 1: tools/reference/hidden.pt, for the autograder only
     python tools/make_reference.py --hidden --seed 7 --out /tmp/hidden.pt   # another hidden set
+    python tools/make_reference.py --part 2     # Part 2 (also: python tools/make_reference_conditional.py)
+    python tools/make_reference.py --part 3     # Part 3 (also: python tools/make_energy_reference.py)
 
-Each case stores every input (arguments, the stand-in model's weights, the tensors `noise_like`
-returns), the solution's output, and the outputs of the common mistakes (tools/mistakes.py) on the same inputs,
-so that test_diffusion.py can name a mistake when a student's output equals one of them. The
-solution is diffusion.py itself (the code between BEGIN/END SOLUTION). Run on the CPU: the
-outputs are then reproducible to float32 rounding, which tests/test_reference.py checks.
-The hidden set uses other seeds and shapes, so echoing the public outputs cannot pass it.
+One builder for every part, driven by the part's `Recipe`: its test module (whose PART says which
+inputs a case holds and how a case runs), its solution class, its mistake catalogue, its sets of
+case specs and how to make a case's inputs from a spec. Part 1's recipe is below; Part 2's and Part
+3's are in tools/make_reference_conditional.py and tools/make_energy_reference.py.
+
+Each case stores every input (arguments, the stand-in's weights, the tensors the seams return), the
+solution's output, and the outputs of the catalogued "output" mistakes on the same inputs, so that the
+tests can name a mistake when a student's output equals one of them. The solution is the repository's
+own file (the code between BEGIN/END SOLUTION). Run on the CPU; tests/test_reference.py checks that a
+fresh build still matches the committed files. The hidden set uses other seeds and shapes, so echoing
+the public outputs cannot pass it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the solution and the tests live at the root
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # run as a script from anywhere: the solution and tests live at the root
 
 import grading  # noqa: E402
 import test_diffusion as td  # noqa: E402
 from diffusion import GaussianDiffusion  # noqa: E402
+from grading import runs_diffusion  # noqa: E402
 from tools.mistakes import CATALOGUE  # noqa: E402
 
 FORMAT = 1
-OUTPUTS = {"public": ROOT / "data" / "reference" / "public.pt", "hidden": ROOT / "tools" / "reference" / "hidden.pt"}
 # A mistake's output is stored for a case only when it is clearly different from the right one there.
 DISTINCT = 1e-3
+RECIPES = {1: "make_reference", 2: "make_reference_conditional", 3: "make_energy_reference"}  # part -> its module
+
+
+@dataclass
+class Recipe:
+    """What a part declares for its reference files."""
+    command: str  # how to run this builder for the part, for messages
+    tests: ModuleType  # the part's test module: FUNCTIONS, DEVICE and PART (inputs, observe_case)
+    fixture: str  # the tests' fixture that holds the class under test
+    solution: type
+    catalogue: list  # the part's mistakes (tools/mistakes_format.py)
+    sets: dict  # "public" / "hidden" -> {"seed": int, "cases": {function: [spec, ...]}}
+    make_case: Callable  # (function, spec, torch.Generator) -> a case's inputs, id and label
+    outputs: dict  # "public" / "hidden" -> the file it writes by default
+    every_function: bool = True  # a (maybe empty) list of cases for every function, not only those with specs
+
+
+def _output(recipe: Recipe, student_class, case: dict):
+    """Run a case as the part's tests do; None if it raises."""
+    inputs = {k: case[k] for k in recipe.tests.PART.inputs if k in case}
+    try:
+        out = grading.observe(recipe.tests.PART.observe_case, student_class, case["function"], inputs)["outputs"][0]
+    except pytest.fail.Exception:
+        return None
+    return out.detach().cpu() if isinstance(out, torch.Tensor) else None
+
+
+def _distinct(out: torch.Tensor, expected: torch.Tensor) -> bool:
+    if out.shape != expected.shape or out.dtype != expected.dtype:
+        return True
+    return bool((out.double() - expected.double()).abs().max() > DISTINCT)
+
+
+def build(name: str, seed: int | None = None, recipe: Recipe | None = None) -> dict:
+    """The reference dict for set `name` ("public" or "hidden") of a part (default Part 1); checked before
+    it is returned."""
+    recipe = recipe or RECIPE
+    if recipe.tests.DEVICE.type != "cpu":
+        raise SystemExit(f"{recipe.command}: generate on the CPU (unset DIFFUSION_TEST_DEVICE / ENERGY_TEST_DEVICE)")
+    spec = recipe.sets[name]
+    seed = spec["seed"] if seed is None else seed
+    reference = {
+        "format": FORMAT, "name": name, "seed": seed, "made_with_torch": str(torch.__version__),
+        "mistakes": {m.key: {"function": m.function, "title": m.title, "why": m.why, "detect": m.detect}
+                     for m in recipe.catalogue},
+        "cases": {},
+    }
+    mutants = [(m, m.make_class()) for m in recipe.catalogue if m.detect == "output"]
+    for k, function in enumerate(recipe.tests.FUNCTIONS):
+        if function not in spec["cases"] and not recipe.every_function:
+            continue
+        reference["cases"][function] = []
+        for i, case_spec in enumerate(spec["cases"].get(function, [])):
+            generator = torch.Generator().manual_seed(seed * 1000 + k * 100 + i)
+            case = recipe.make_case(function, case_spec, generator)
+            case["function"], case["reference"] = function, reference
+            expected = _output(recipe, recipe.solution, case)
+            if expected is None:
+                raise SystemExit(f"{recipe.command}: the solution fails on {function} [{case['id']}]")
+            case["expected"], case["mistakes"] = expected, {}
+            for m, mutant in mutants:
+                out = _output(recipe, mutant, case)
+                if out is not None and _distinct(out, expected):
+                    case["mistakes"][m.key] = out
+            reference["cases"][function].append(case)
+    _check(recipe, reference)
+    for cases in reference["cases"].values():
+        for case in cases:
+            del case["function"], case["reference"]
+    return reference
+
+
+def _check(recipe: Recipe, reference: dict) -> None:
+    """The solution passes every check; every output mistake is recorded for its own function."""
+    results = grading.run_checks(recipe.tests, {recipe.fixture: recipe.solution}, reference)
+    failures = {k: v for k, v in results.items() if v}
+    if failures:
+        raise SystemExit(f"{recipe.command}: the solution fails {recipe.tests.__name__}.py:\n"
+                         + "\n".join(f"{k}: {v}" for k, v in failures.items()))
+    for m in recipe.catalogue:
+        if m.detect == "output" and not any(m.key in c["mistakes"] for c in reference["cases"].get(m.function, [])):
+            raise SystemExit(f"{recipe.command}: mistake {m.key} gives the right output on every {m.function} case; "
+                             "add a case where it differs")
+
+
+def main(argv: list[str] | None = None, recipe: Recipe | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", type=int, choices=sorted(RECIPES), default=None,
+                        help="the part whose references to write (default: 1, or this script's own part)")
+    parser.add_argument("--hidden", action="store_true", help="write the hidden (autograder) set instead of the public one")
+    parser.add_argument("--seed", type=int, default=None, help="another seed for the inputs (default: the set's own)")
+    parser.add_argument("--out", type=Path, default=None, help="output file (default: the part's data/reference/public*.pt "
+                                                                  "or tools/reference/hidden*.pt)")
+    args = parser.parse_args(argv)
+    if args.part is not None:
+        recipe = importlib.import_module(RECIPES[args.part]).RECIPE
+    recipe = recipe or RECIPE
+    name = "hidden" if args.hidden else "public"
+    out = args.out or recipe.outputs[name]
+    reference = build(name, args.seed, recipe)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(reference, tmp)
+    tmp.replace(out)  # atomic: a crash never leaves half a file
+    cases = sum(len(c) for c in reference["cases"].values())
+    stored = sum(len(c["mistakes"]) for cs in reference["cases"].values() for c in cs)
+    print(f"wrote {out} ({name} set, seed {reference['seed']}): {cases} cases, {stored} stored mistake outputs, "
+          f"{out.stat().st_size / 1024:.0f} KiB")
+    return 0
 
 
 # ----------------------------------------------------------------------------
@@ -136,7 +256,7 @@ def _make_case(function: str, spec: dict, generator: torch.Generator) -> dict:
         args, draws = [B], [randn() for _ in range(T)]
     needed = len(draws)
     draws += [randn(), randn()]  # spares: what an implementation that draws too often gets
-    return {
+    case = {
         "id": f"{spec['name']}-B{B}-C{C}-{size}x{size}-T{T}",
         "label": label,
         "config": {"image_size": size, "channels": C, "timesteps": T},
@@ -145,87 +265,18 @@ def _make_case(function: str, spec: dict, generator: torch.Generator) -> dict:
         "noise_like": draws,
         "noise_like_calls": needed,
     }
+    if function == "p_losses":  # p_losses is judged on its own: its tests hand it the right x_t
+        solution = runs_diffusion.build(GaussianDiffusion, C, size, T)
+        case["q_sample_returns"] = solution.q_sample(*args).detach()
+    return case
 
 
-def _output(diffusion_class, case: dict):
-    """Run a case as test_diffusion.py does; None if it raises."""
-    try:
-        out = grading.observe(td.observe_case, diffusion_class, case["function"], case)["outputs"][0]
-    except pytest.fail.Exception:
-        return None
-    return out.detach().cpu() if isinstance(out, torch.Tensor) else None
 
-
-def build(name: str, seed: int | None = None) -> dict:
-    """The reference dict for set `name` ("public" or "hidden"); checks it before returning it."""
-    if td.DEVICE.type != "cpu":
-        raise SystemExit("make_reference: generate on the CPU (unset DIFFUSION_TEST_DEVICE)")
-    spec = SETS[name]
-    seed = spec["seed"] if seed is None else seed
-    reference = {
-        "format": FORMAT, "name": name, "seed": seed, "made_with_torch": str(torch.__version__),
-        "mistakes": {m.key: {"function": m.function, "title": m.title, "why": m.why, "detect": m.detect}
-                     for m in CATALOGUE},
-        "cases": {},
-    }
-    mutants = [(m, m.diffusion_class()) for m in CATALOGUE if m.detect == "output"]
-    for k, function in enumerate(td.FUNCTIONS):
-        reference["cases"][function] = []
-        for i, case_spec in enumerate(spec["cases"].get(function, [])):
-            generator = torch.Generator().manual_seed(seed * 1000 + k * 100 + i)
-            case = _make_case(function, case_spec, generator)
-            case["function"], case["reference"] = function, reference
-            if function == "p_losses":  # p_losses is judged on its own: its tests hand it the right x_t
-                config = case["config"]
-                solution = td.build(GaussianDiffusion, config["channels"], config["image_size"], config["timesteps"])
-                case["q_sample_returns"] = solution.q_sample(*case["args"]).detach()
-            expected = _output(GaussianDiffusion, case)
-            if expected is None:
-                raise SystemExit(f"make_reference: the solution fails on {function} [{case['id']}]")
-            case["expected"], case["mistakes"] = expected, {}
-            for m, mutant in mutants:
-                out = _output(mutant, case)
-                if out is not None and (out.shape != expected.shape
-                                        or (out.double() - expected.double()).abs().max() > DISTINCT):
-                    case["mistakes"][m.key] = out
-            reference["cases"][function].append(case)
-    _check(reference)
-    for cases in reference["cases"].values():
-        for case in cases:
-            del case["function"], case["reference"]
-    return reference
-
-
-def _check(reference: dict) -> None:
-    """The solution passes every check; every output mistake is recorded for its own function."""
-    failures = {k: v for k, v in grading.run_checks(td, {"diffusion_class": GaussianDiffusion}, reference).items() if v}
-    if failures:
-        raise SystemExit("make_reference: the solution fails test_diffusion.py:\n" + "\n".join(failures.values()))
-    for m in CATALOGUE:
-        if m.detect == "output" and not any(m.key in c["mistakes"] for c in reference["cases"][m.function]):
-            raise SystemExit(f"make_reference: mistake {m.key} gives the right output on every {m.function} case; "
-                             "add a case where it differs")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--hidden", action="store_true", help="write the hidden (autograder) set instead of the public one")
-    parser.add_argument("--seed", type=int, default=None, help="another seed for the inputs (default: the set's own)")
-    parser.add_argument("--out", type=Path, default=None, help="output file (default: data/reference/public.pt or "
-                                                                  "tools/reference/hidden.pt)")
-    args = parser.parse_args(argv)
-    name = "hidden" if args.hidden else "public"
-    out = args.out or OUTPUTS[name]
-    reference = build(name, args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(reference, tmp)
-    tmp.replace(out)  # atomic: a crash never leaves half a file
-    cases = sum(len(c) for c in reference["cases"].values())
-    stored = sum(len(c["mistakes"]) for cs in reference["cases"].values() for c in cs)
-    print(f"wrote {out} ({name} set, seed {reference['seed']}): {cases} cases, {stored} stored mistake outputs, "
-          f"{out.stat().st_size / 1024:.0f} KiB")
-    return 0
+RECIPE = Recipe(
+    command="python tools/make_reference.py", tests=td, fixture="diffusion_class", solution=GaussianDiffusion,
+    catalogue=CATALOGUE, sets=SETS, make_case=_make_case,
+    outputs={"public": ROOT / "data" / "reference" / "public.pt", "hidden": ROOT / "tools" / "reference" / "hidden.pt"})
+OUTPUTS = RECIPE.outputs
 
 
 if __name__ == "__main__":

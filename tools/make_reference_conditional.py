@@ -1,11 +1,11 @@
-"""Regenerate the reference tensors that test_conditional.py (Part 2) checks against (instructors only).
+"""Part 2's recipe for the reference builder (tools/make_reference.py): its cases (instructors only).
 
     python tools/make_reference_conditional.py           # data/reference/public_conditional.pt (handout)
     python tools/make_reference_conditional.py --hidden  # tools/reference/hidden_conditional.pt (autograder)
     python tools/make_reference_conditional.py --hidden --seed 7 --out /tmp/hidden_conditional.pt
 
-Part 1's builder (tools/make_reference.py) does the same for test_diffusion.py; this one reuses its
-settings and its stand-in weights, and adds what Part 2 needs: labels, the uniform numbers of the
+The builder (tools/make_reference.py) runs this recipe; it reuses Part 1's settings and stand-in
+weights, and adds what Part 2 needs: labels, the uniform numbers of the
 label dropout, and for p_sample the values its guided_noise and threshold spies hand back. Each case
 stores every input, the solution's output (ConditionalGaussianDiffusion in diffusion.py) and the
 outputs of the mistakes in tools/mistakes_conditional.py on the same inputs. Run on the CPU.
@@ -13,13 +13,11 @@ outputs of the mistakes in tools/mistakes_conditional.py on the same inputs. Run
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,14 +32,9 @@ if not (ROOT / "data" / "reference" / "public_conditional.pt").is_file() and "CO
 import make_reference  # noqa: E402  (Part 1's builder: its settings and stand-in weights)
 from mistakes_conditional import CATALOGUE  # noqa: E402
 
-import grading  # noqa: E402
 import test_conditional as tc  # noqa: E402
 from diffusion import ConditionalGaussianDiffusion, extract  # noqa: E402
-
-FORMAT = make_reference.FORMAT
-DISTINCT = make_reference.DISTINCT
-OUTPUTS = {"public": ROOT / "data" / "reference" / "public_conditional.pt",
-           "hidden": ROOT / "tools" / "reference" / "hidden_conditional.pt"}
+from grading import runs_conditional  # noqa: E402
 
 
 def _case(name, B, C, size, T, K, **extra):
@@ -172,7 +165,7 @@ def _make_case(function: str, spec: dict, generator: torch.Generator) -> dict:
         "uniform_like": uniform,
         **extra,
     }
-    solution = tc.build(ConditionalGaussianDiffusion, config, case["model"])
+    solution = runs_conditional.build(ConditionalGaussianDiffusion, config, case["model"])
     if function == "p_losses":  # p_losses is judged on its own: its q_sample spy hands it the right x_t
         case["q_sample_returns"] = solution.q_sample(*args[:3]).detach()
     if function == "p_sample":  # so is p_sample: its spies hand it eps_bar and the thresholded x0_hat
@@ -184,90 +177,12 @@ def _make_case(function: str, spec: dict, generator: torch.Generator) -> dict:
     return case
 
 
-def _output(diffusion_class, case: dict):
-    """Run a case as test_conditional.py does; None if it raises."""
-    inputs = {k: case[k] for k in tc.INPUT_KEYS if k in case}
-    try:
-        out = grading.observe(tc.observe_case, diffusion_class, case["function"], inputs)["outputs"][0]
-    except pytest.fail.Exception:
-        return None
-    return out.detach().cpu() if isinstance(out, torch.Tensor) else None
-
-
-def _distinct(out: torch.Tensor, expected: torch.Tensor) -> bool:
-    if out.shape != expected.shape or out.dtype != expected.dtype:
-        return True
-    return bool((out.double() - expected.double()).abs().max() > DISTINCT)
-
-
-def build(name: str, seed: int | None = None) -> dict:
-    """The reference dict for set `name` ("public" or "hidden"); checks it before returning it."""
-    if tc.DEVICE.type != "cpu":
-        raise SystemExit("make_reference_conditional: generate on the CPU (unset DIFFUSION_TEST_DEVICE)")
-    spec = SETS[name]
-    seed = spec["seed"] if seed is None else seed
-    reference = {
-        "format": FORMAT, "name": name, "seed": seed, "made_with_torch": str(torch.__version__),
-        "mistakes": {m.key: {"function": m.function, "title": m.title, "why": m.why, "detect": m.detect}
-                     for m in CATALOGUE},
-        "cases": {},
-    }
-    mutants = [(m, m.diffusion_class()) for m in CATALOGUE if m.detect == "output"]
-    for k, function in enumerate(tc.FUNCTIONS):
-        reference["cases"][function] = []
-        for i, case_spec in enumerate(spec["cases"].get(function, [])):
-            generator = torch.Generator().manual_seed(seed * 1000 + k * 100 + i)
-            case = _make_case(function, case_spec, generator)
-            case["function"], case["reference"] = function, reference
-            expected = _output(ConditionalGaussianDiffusion, case)
-            if expected is None:
-                raise SystemExit(f"make_reference_conditional: the solution fails on {function} [{case['id']}]")
-            case["expected"], case["mistakes"] = expected, {}
-            for m, mutant in mutants:
-                out = _output(mutant, case)
-                if out is not None and _distinct(out, expected):
-                    case["mistakes"][m.key] = out
-            reference["cases"][function].append(case)
-    _check(reference)
-    for cases in reference["cases"].values():
-        for case in cases:
-            del case["function"], case["reference"]
-    return reference
-
-
-def _check(reference: dict) -> None:
-    """The solution passes every check; every output mistake is recorded for its own function."""
-    failures = {k: v for k, v in grading.run_checks(tc, {"diffusion_class": ConditionalGaussianDiffusion},
-                                                    reference).items() if v}
-    if failures:
-        raise SystemExit("make_reference_conditional: the solution fails test_conditional.py:\n"
-                         + "\n".join(f"{k}: {v}" for k, v in failures.items()))
-    for m in CATALOGUE:
-        if m.detect == "output" and not any(m.key in c["mistakes"] for c in reference["cases"][m.function]):
-            raise SystemExit(f"make_reference_conditional: mistake {m.key} gives the right output on every "
-                             f"{m.function} case; add a case where it differs")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--hidden", action="store_true", help="write the hidden (autograder) set instead of the public one")
-    parser.add_argument("--seed", type=int, default=None, help="another seed for the inputs (default: the set's own)")
-    parser.add_argument("--out", type=Path, default=None, help="output file (default: data/reference/"
-                                                                  "public_conditional.pt or tools/reference/hidden_conditional.pt)")
-    args = parser.parse_args(argv)
-    name = "hidden" if args.hidden else "public"
-    out = args.out or OUTPUTS[name]
-    reference = build(name, args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(reference, tmp)
-    tmp.replace(out)  # atomic: a crash never leaves half a file
-    cases = sum(len(c) for c in reference["cases"].values())
-    stored = sum(len(c["mistakes"]) for cs in reference["cases"].values() for c in cs)
-    print(f"wrote {out} ({name} set, seed {reference['seed']}): {cases} cases, {stored} stored mistake outputs, "
-          f"{out.stat().st_size / 1024:.0f} KiB")
-    return 0
+RECIPE = make_reference.Recipe(
+    command="python tools/make_reference_conditional.py", tests=tc, fixture="diffusion_class",
+    solution=ConditionalGaussianDiffusion, catalogue=CATALOGUE, sets=SETS,
+    make_case=_make_case, outputs={"public": ROOT / "data" / "reference" / "public_conditional.pt",
+                                   "hidden": ROOT / "tools" / "reference" / "hidden_conditional.pt"})
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(make_reference.main(None, RECIPE))

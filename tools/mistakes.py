@@ -9,12 +9,11 @@ with a message that names it: its `title` ("output") or the phrase `expect` ("me
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from diffusion import GaussianDiffusion, extract  # the solution (the repository root is on sys.path)
+from tools.mistakes_format import Catalogue
 
 # ----------------------------------------------------------------------------
 # The catalogue of common mistakes. `detect` says how test_diffusion.py recognises it:
@@ -22,28 +21,8 @@ from diffusion import GaussianDiffusion, extract  # the solution (the repository
 # "message": a check catches it (a spy, the stand-in GPU, a second call...), and its message contains `expect`.
 # ----------------------------------------------------------------------------
 
-@dataclass
-class Mistake:
-    key: str
-    function: str
-    title: str
-    why: str
-    methods: dict
-    detect: str = "output"
-    expect: str = ""
-
-    def diffusion_class(self) -> type:
-        return type(f"Mistake_{self.key.replace('.', '_')}", (GaussianDiffusion,), dict(self.methods))
-
-
-CATALOGUE: list[Mistake] = []
-
-
-def mistake(key, function, title, why, detect="output", expect=""):
-    def register(method):
-        CATALOGUE.append(Mistake(key, function, title, why, {function: method}, detect, expect))
-        return method
-    return register
+BOOK = Catalogue(GaussianDiffusion)
+CATALOGUE, ALTERNATIVES, mistake, alternative = BOOK.mistakes, BOOK.alternatives, BOOK.mistake, BOOK.alternative
 
 
 Q_SAMPLE = "x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps"
@@ -231,7 +210,7 @@ def _p_sample_mistake(key, title, why, detect="output", expect="", **switches):
     def p_sample(self, x, t, t_index):
         with torch.no_grad():
             return _step(self, x, t, t_index, **switches)
-    CATALOGUE.append(Mistake(key, "p_sample", title, why, {"p_sample": p_sample}, detect, expect))
+    BOOK.add(key, "p_sample", title, why, {"p_sample": p_sample}, detect, expect)
 
 
 X0_HAT = "x0_hat = clamp((x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t), -1, 1)"
@@ -298,7 +277,7 @@ def _loop_mistake(key, title, why, detect="output", expect="", **switches):
             kwargs["order"] = kwargs["order"](self.num_timesteps)
         with torch.no_grad():
             return _loop(self, img, **kwargs)
-    CATALOGUE.append(Mistake(key, "p_sample_loop", title, why, {"p_sample_loop": p_sample_loop}, detect, expect))
+    BOOK.add(key, "p_sample_loop", title, why, {"p_sample_loop": p_sample_loop}, detect, expect)
 
 
 LOOP = "for t_index = T-1, ..., 0: x = p_sample(x, t, t_index)"
@@ -327,7 +306,7 @@ def _sample_mistake(key, title, why, finish=None, draw=None, detect="output", ex
         with torch.no_grad():
             img = draw(self, shape) if draw else self.noise_like(shape, self.device)
             return finish(self.p_sample_loop(img))
-    CATALOGUE.append(Mistake(key, "sample", title, why, {"sample": sample}, detect, expect))
+    BOOK.add(key, "sample", title, why, {"sample": sample}, detect, expect)
 
 
 _sample_mistake("sample.no_map", "results in [-1, 1] instead of [0, 1]", f"{SAMPLE}.", finish=lambda x: x)
@@ -422,3 +401,87 @@ def _(self, batch_size):
     with torch.no_grad():
         img = self.noise_like((batch_size, self.channels, self.image_size, self.image_size), "cpu")
         return (self.p_sample_loop(img) + 1) / 2
+
+
+# ----------------------------------------------------------------------------
+# Correct variants, in styles other than the solution's: each must pass every test
+# ----------------------------------------------------------------------------
+
+
+@alternative("in_place_map", "sample")
+def _(self, batch_size):
+    img = self.noise_like((batch_size, self.channels, self.image_size, self.image_size), self.device)
+    out = self.p_sample_loop(img)
+    return out.add_(1).mul_(0.5)
+
+
+@alternative("copy_into_x", "p_sample_loop")
+def _(self, img):
+    x = img.clone()
+    with torch.no_grad():
+        for i in reversed(range(self.num_timesteps)):
+            t = torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
+            x.copy_(self.p_sample(x, t, i))
+    return x
+
+
+@alternative("own_loop_in_sample", "sample")
+def _(self, batch_size):
+    x = self.noise_like((batch_size, self.channels, self.image_size, self.image_size), self.device)
+    with torch.no_grad():
+        for i in range(self.num_timesteps - 1, -1, -1):
+            x = self.p_sample(x=x, t=torch.full((batch_size,), i, device=x.device, dtype=torch.long), t_index=i)
+    return x.mul(0.5).add(0.5)
+
+
+@alternative("while_loop_reused_t", "p_sample_loop")
+def _(self, img):
+    t = torch.empty(img.shape[0], dtype=torch.long, device=img.device)
+    t_index, x = self.num_timesteps - 1, img
+    while t_index >= 0:
+        x = self.p_sample(x, t.fill_(t_index), t_index)  # one t, refilled in place at every step
+        t_index -= 1
+    return x
+
+
+@alternative("index_select_and_addcmul", "q_sample")
+def _(self, x_0, t, noise):
+    sqrt_abar = self.sqrt_alphas_cumprod.index_select(0, t).view(-1, *([1] * (x_0.dim() - 1)))
+    sqrt_rest = self.sqrt_one_minus_alphas_cumprod.index_select(0, t).view(-1, *([1] * (x_0.dim() - 1)))
+    return torch.addcmul(sqrt_rest * noise, sqrt_abar, x_0)
+
+
+@alternative("index_select_and_addcmul", "p_losses")
+def _(self, x_0, t, noise):
+    predicted = self.model(self.q_sample(x_0=x_0, t=t, noise=noise), t)
+    return (predicted - noise).abs().sum() / noise.numel()
+
+
+@alternative("multinomial_t", "forward")
+def _(self, x_0, noise=None):
+    if noise is None:
+        noise = self.noise_like(x_0.shape, device=x_0.device)
+    uniform = torch.ones(self.num_timesteps, device=x_0.device)
+    t = torch.multinomial(uniform, x_0.shape[0], replacement=True)
+    return self.p_losses(x_0, t, noise)
+
+
+@alternative("in_place_step", "p_sample")
+def _(self, x, t, t_index):
+    with torch.no_grad():
+        x0_hat = x - extract(self.sqrt_one_minus_alphas_cumprod, t, x.shape) * self.model(x, t)
+        x0_hat.div_(extract(self.sqrt_alphas_cumprod, t, x.shape)).clamp_(-1, 1)
+        out = extract(self.posterior_mean_coef_x0, t, x.shape) * x0_hat
+        out.addcmul_(extract(self.posterior_mean_coef_xt, t, x.shape), x)
+        if t_index > 0:
+            out.addcmul_(extract(self.posterior_variance, t, x.shape).sqrt(), self.noise_like(x.shape, x.device))
+        return out
+
+
+@alternative("recursive_loop", "p_sample_loop")
+def _(self, img, t_index=None):
+    t_index = self.num_timesteps - 1 if t_index is None else t_index
+    if t_index < 0:
+        return img
+    t = torch.full((img.shape[0],), t_index, dtype=torch.long, device=img.device)
+    return self.p_sample_loop(self.p_sample(img, t, t_index), t_index - 1)

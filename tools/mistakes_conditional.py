@@ -9,45 +9,14 @@ tests with that message, and that the correct variants in ALTERNATIVES pass ever
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 
 from diffusion import ConditionalGaussianDiffusion, extract
+from tools.mistakes_format import Catalogue
 
-
-@dataclass
-class Mistake:
-    key: str
-    function: str
-    title: str
-    why: str
-    methods: dict
-    detect: str = "output"
-    expect: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def diffusion_class(self) -> type:
-        return type(f"Mistake_{self.key.replace('.', '_')}", (ConditionalGaussianDiffusion,), dict(self.methods))
-
-
-CATALOGUE: list[Mistake] = []
-ALTERNATIVES: dict[str, dict] = {}  # name -> {function: method}: correct variants that must pass
-
-
-def mistake(key, function, title, why, detect="output", expect=""):
-    def register(method):
-        CATALOGUE.append(Mistake(key, function, title, why, {function: method}, detect, expect))
-        return method
-    return register
-
-
-def alternative(name, function):
-    def register(method):
-        ALTERNATIVES.setdefault(name, {})[function] = method
-        return method
-    return register
+BOOK = Catalogue(ConditionalGaussianDiffusion)
+CATALOGUE, ALTERNATIVES, mistake, alternative = BOOK.mistakes, BOOK.alternatives, BOOK.mistake, BOOK.alternative
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +220,7 @@ def _threshold_mistake(key, title, why, **switches):
         if method == "dynamic":
             return _dynamic(self, x0_hat, **switches)
         return x0_hat.clamp(-1, 1) if method == "static" else x0_hat
-    CATALOGUE.append(Mistake(key, "threshold", title, why, {"threshold": threshold}))
+    BOOK.add(key, "threshold", title, why, {"threshold": threshold})
 
 
 _threshold_mistake("threshold.whole_batch", "dynamic threshold over the whole batch instead of per example",
@@ -314,7 +283,7 @@ def _p_sample_mistake(key, title, why, detect="output", expect="", **switches):
     def p_sample(self, x, t, t_index, y, w=0.0, threshold="static"):
         with torch.no_grad():
             return _step(self, x, t, t_index, y, w, threshold, **switches)
-    CATALOGUE.append(Mistake(key, "p_sample", title, why, {"p_sample": p_sample}, detect, expect))
+    BOOK.add(key, "p_sample", title, why, {"p_sample": p_sample}, detect, expect)
 
 
 _p_sample_mistake("p_sample.thresholds_x_t", "x_t thresholded instead of x0_hat",
@@ -348,7 +317,7 @@ def _loop_mistake(key, title, why, detect="message", expect="", order=None, keep
                 t = torch.full((img.shape[0],), t_index, device=img.device, dtype=torch.long)
                 x = self.p_sample(x, t, t_index, y, **kwargs)
         return x
-    CATALOGUE.append(Mistake(key, "p_sample_loop", title, why, {"p_sample_loop": p_sample_loop}, detect, expect))
+    BOOK.add(key, "p_sample_loop", title, why, {"p_sample_loop": p_sample_loop}, detect, expect)
 
 
 LOOP = "for t_index = T-1, ..., 0: x = p_sample(x, t, t_index, y, w, threshold)"
@@ -373,7 +342,7 @@ def _sample_mistake(key, title, why, detect="message", expect="", shape=None, fi
         with torch.no_grad():
             x_0 = self.p_sample_loop(self.noise_like(size, self.device), y, **kwargs)
         return finish(x_0) if finish else (x_0 + 1) / 2
-    CATALOGUE.append(Mistake(key, "sample", title, why, {"sample": sample}, detect, expect))
+    BOOK.add(key, "sample", title, why, {"sample": sample}, detect, expect)
 
 
 _sample_mistake("sample.one_per_class", "x_T drawn for num_classes images instead of one per label",
@@ -457,3 +426,62 @@ def _(self, y, w=0.0, threshold="static"):
     x_T = self.noise_like(shape=(len(y), self.channels, self.image_size, self.image_size), device=self.device)
     with torch.no_grad():
         return self.p_sample_loop(img=x_T, y=y, w=w, threshold=threshold).add(1).div(2)
+
+
+@alternative("in_place_map", "sample")
+def _(self, y, w=0.0, threshold="static"):
+    y = self.check_labels(y, self.device)
+    img = self.noise_like((y.shape[0], self.channels, self.image_size, self.image_size), self.device)
+    out = self.p_sample_loop(img, y, w, threshold)
+    return out.add_(1).mul_(0.5)
+
+
+@alternative("copy_into_x", "p_sample_loop")
+def _(self, img, y, w=0.0, threshold="static"):
+    x = img.clone()
+    with torch.no_grad():
+        for i in reversed(range(self.num_timesteps)):
+            x.copy_(self.p_sample(x, torch.full_like(y, i), i, y, w, threshold))
+    return x
+
+
+@alternative("own_loop_in_sample", "sample")
+def _(self, y, w=0.0, threshold="static"):
+    y = self.check_labels(y, self.device)
+    x = self.noise_like((len(y), self.channels, self.image_size, self.image_size), self.device)
+    for i in range(self.num_timesteps - 1, -1, -1):
+        t = torch.full((len(y),), i, dtype=torch.long, device=x.device)
+        x = self.p_sample(x, t, i, y, w=w, threshold=threshold)
+    return (x + 1) / 2
+
+
+@alternative("arithmetic_mask", "drop_labels")
+def _(self, y):
+    keep = (self.uniform_like(y.shape, y.device) >= self.p_uncond).long()
+    return y * keep + self.null_label * (1 - keep)
+
+
+@alternative("lerp", "guided_noise")
+def _(self, x, t, y, w):
+    eps_c, eps_u = _both(self, x, t, y)
+    return torch.lerp(eps_u, eps_c, 1 + w)
+
+
+@alternative("multinomial_t", "forward")
+def _(self, x_0, y, noise=None):
+    y = self.check_labels(y, x_0.device)
+    t = torch.multinomial(torch.ones(self.num_timesteps, device=x_0.device), len(x_0), replacement=True)
+    noise = self.noise_like(x_0.shape, x_0.device) if noise is None else noise
+    return self.p_losses(x_0, t, noise, y=self.drop_labels(y))
+
+
+@alternative("in_place_step", "p_sample")
+def _(self, x, t, t_index, y, w=0.0, threshold="static"):
+    with torch.no_grad():
+        x0_hat = x - extract(self.sqrt_one_minus_alphas_cumprod, t, x.shape) * self.guided_noise(x, t, y, w)
+        x0_hat = self.threshold(x0_hat.div_(extract(self.sqrt_alphas_cumprod, t, x.shape)), threshold)
+        out = extract(self.posterior_mean_coef_x0, t, x.shape) * x0_hat
+        out.addcmul_(extract(self.posterior_mean_coef_xt, t, x.shape), x)
+        if t_index > 0:
+            out.addcmul_(extract(self.posterior_variance, t, x.shape).sqrt(), self.noise_like(x.shape, x.device))
+        return out

@@ -36,7 +36,7 @@ def _first(*paths: Path) -> Path:
 
 
 # In a built autograder the files sit beside this script; in the repository they are where they live.
-SOURCE = _first(HERE / "grading.py", HERE.parents[1] / "grading.py").parent
+SOURCE = _first(HERE / "grading", HERE.parents[1] / "grading").parent
 REFERENCES = _first(HERE / "reference", HERE.parent / "reference")
 PROVIDED = _first(HERE / "provided", HERE.parents[1])  # unet.py etc., which a submission may import
 sys.path[:0] = [str(SOURCE), str(HERE)]
@@ -126,8 +126,8 @@ def grade_part(part: Part, submission: Path, results_path: Path, entries_so_far:
     for provided in PROVIDED.glob("*.py"):
         if provided.name not in files and not provided.name.startswith("test_"):
             files.setdefault(provided.name, provided)
-    for name in ("grading.py", f"{part.tests}.py"):
-        files[name] = SOURCE / name
+    files.update(grading_files())
+    files[f"{part.tests}.py"] = SOURCE / f"{part.tests}.py"
     for name in part.public:
         files[name] = _first(SOURCE / name, HERE / "public" / Path(name).name)
     modules = sorted({module for module, _ in part.classes.values()})
@@ -252,9 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def grading_files() -> dict[str, Path]:
+    """The grading package, as the sandbox's folder names its files."""
+    return {f"grading/{module.name}": module for module in sorted((SOURCE / "grading").glob("*.py"))}
+
+
 def check_sandbox() -> int:
-    """0 if a sandbox worker starts and imports torch and grading.py as the user it runs as; else one line, 2."""
-    sandbox = Sandbox.prepare({"grading.py": SOURCE / "grading.py"}, [], CALL_TIME_LIMIT_S)
+    """0 if a sandbox worker starts and imports torch and grading as the user it runs as; else one line, 2."""
+    sandbox = Sandbox.prepare(grading_files(), [], CALL_TIME_LIMIT_S)
     try:
         sandbox.start()
     except SandboxBroken as error:

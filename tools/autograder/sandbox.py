@@ -4,14 +4,14 @@ grade.py keeps the tests, the hidden reference and the results in its own proces
 the submission, the provided files and the public test code into a fresh folder and starts
 `python sandbox.py --worker` there (as `nobody` on Gradescope, which runs the grader as root).
 The worker imports the student's modules, then answers requests: "run observation NAME of test
-module M on the student's class with these inputs". Observations (see grading.py) return plain
+module M on the student's class with these inputs". Observations (see grading/) return plain
 data: tensors, numbers, strings, lists, dicts. Nothing else crosses back, and the grader reads it
 with torch.load(weights_only=True), so a submission cannot make the grader run code.
 
 A request that gets no answer within its time limit kills the worker (its whole process group);
 the next request starts a fresh one. See THREAT_MODEL.md for what this does and does not prevent.
 
-The worker says "alive" once Python, torch and grading.py are imported, before it imports any student
+The worker says "alive" once Python, torch and the grading package are imported, before it imports any student
 code. A worker that never says it cannot be the student's doing: start() raises SandboxBroken, and
 grade.py stops without scoring anyone.
 """

@@ -21,10 +21,10 @@ tensors that have a device and a shape but no values, in every torch build), so 
 without `device=` shows up on a CPU-only machine as it would on Colab: as an operation that mixes
 two devices.
 
-A new part's test file follows test_diffusion.py: `register(__file__, FUNCTIONS, hints)`, the
-student's class from `import_student`, tests parametrized over `case` (named test_<function>:
-that function's reference cases) or over settings, observations that return plain data, and
-failures through `fail(lines, blame)`. The grader then needs one row in its table of parts.
+The package's other modules: cases.py (a part's declaration, `Part`, and the judging of its reference
+cases), seams.py (fixed randomness and spies), stand_ins.py (the stand-in networks and the spies Parts 1
+and 2 share), checks.py (verdicts several parts share), runs_<part>.py (how each part's tests run your
+code). The instructors' README says how a new part is declared.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ ERROR_HINTS: list[tuple[re.Pattern, str]] = [
      "A tensor created without device= lives on the CPU; on a GPU it meets tensors on the GPU. "
      "Create it with device=x.device (or move it with .to(x.device))."),
 ]
-_HARNESS_FILES: set[str] = {os.path.abspath(__file__)}
+_HARNESS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep  # this package: its frames are not yours
+_HARNESS_FILES: set[str] = set()
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _STDLIB_DIR = os.path.dirname(os.path.abspath(contextlib.__file__)) + os.sep
 
@@ -171,7 +172,7 @@ def describe_import_error(module_name: str, error: BaseException) -> str:
 
 def _is_student_frame(frame: traceback.FrameSummary) -> bool:
     path = os.path.abspath(frame.filename)
-    return not (path in _HARNESS_FILES or path.startswith(_TORCH_DIR) or path.startswith(_STDLIB_DIR)
+    return not (path in _HARNESS_FILES or path.startswith((_HARNESS_DIR, _TORCH_DIR)) or path.startswith(_STDLIB_DIR)
                 or frame.filename.startswith("<"))
 
 
@@ -300,7 +301,12 @@ def observation(fn: Callable) -> Callable:
 
 
 def find_observation(module: str, name: str) -> Callable:
-    importlib.import_module(module)
+    """The observation `name` of `module`, as the grader's sandbox finds it. A module of observations names
+    its part's test module (TESTS), which is imported too: it registers the student's functions and the
+    error hints that failures raised in the sandbox are explained with."""
+    loaded = importlib.import_module(module)
+    if getattr(loaded, "TESTS", None):
+        importlib.import_module(loaded.TESTS)
     return _OBSERVATIONS[(module, name)]
 
 
@@ -340,6 +346,18 @@ def plain(value):
     except Exception:  # noqa: BLE001 - a repr that raises
         text = "?"
     return Unknown(type(value).__name__, text)
+
+
+def snapshot(value):
+    """A copy of `value` as it is now (tensors cloned, in containers too): what a spy records, since the
+    code under test may go on changing the tensors it was given or returned, in place."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(v) for v in value)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    return value
 
 
 def encode(value):
@@ -444,9 +462,17 @@ def where(shape: tuple[int, ...], flat: int) -> str:
     return f"index {index}"
 
 
+def tolerance(expected: torch.Tensor) -> torch.Tensor:
+    """How far a value may be from `expected` (float64): ATOL + RTOL * the largest |expected|. Relative to
+    the tensor's scale, not to each entry: where values reach 1e3 (x0_hat at t = T-1, an unclamped chain),
+    float32 rounding on another CPU or in another correct order of operations exceeds 1e-5 of a small entry."""
+    expected = expected.detach().double().cpu()
+    return ATOL + RTOL * (expected.abs().max() if expected.numel() else expected.new_zeros(()))
+
+
 def close(got, expected: torch.Tensor) -> bool:
     return (isinstance(got, torch.Tensor) and got.shape == expected.shape and bool(
-        ((got.double().cpu() - expected.double().cpu()).abs() <= ATOL + RTOL * expected.double().cpu().abs()).all()))
+        ((got.detach().double().cpu() - expected.detach().double().cpu()).abs() <= tolerance(expected)).all()))
 
 
 def difference(what: str, got, expected: torch.Tensor) -> str | None:
@@ -467,7 +493,7 @@ def difference(what: str, got, expected: torch.Tensor) -> str | None:
         first = int(bad_values.flatten().nonzero()[0])
         return f"{int(bad_values.sum())} values are NaN or infinite, the first at {where(tuple(got.shape), first)}"
     error = (got_d - exp_d).abs()
-    wrong = error > ATOL + RTOL * exp_d.abs()
+    wrong = error > tolerance(exp_d)
     if not wrong.any():
         return None
     if got.dim() == 0:
