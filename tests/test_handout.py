@@ -159,7 +159,7 @@ def test_self_checks_ran_and_results_follow_gradescope_format(built):
 def test_autograder_layout_and_zip(built):
     out, _ = built
     folder = out / "autograder"
-    for name in ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "requirements.txt", "student_requirements.txt",
+    for name in ("setup.sh", "run_autograder", "grade.py", "parts.py", "sandbox.py", "requirements.txt", "student_requirements.txt",
                  "THREAT_MODEL.md", "grading/__init__.py", "grading/cases.py", "test_diffusion.py", "data/reference/public.pt", "reference/hidden.pt",
                  "provided/unet.py"):
         assert (folder / name).is_file(), name

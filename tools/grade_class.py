@@ -100,7 +100,7 @@ def load_autograder(folder: Path, numbers: list[int] | None) -> Autograder:
             if folder in Path(getattr(sys.modules[name], "__file__", None) or "/").parents:
                 del sys.modules[name]
     built = {name: part for name, part in grade.PARTS.items() if (folder / f"{part.tests}.py").is_file()}
-    numbered = {i + 1: name for i, name in enumerate(grade.PARTS)}
+    numbered = {part.number: name for name, part in grade.PARTS.items()}
     chosen = {}
     for number in numbers or [n for n, name in numbered.items() if name in built]:
         name = numbered.get(number)

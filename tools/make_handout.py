@@ -2,7 +2,7 @@
 
     python tools/make_handout.py OUT_DIR [--parts 1 2] [--force] [--no-check]
 
-Parts. diffusion.py holds every part of the homework, one class each (see PARTS below): Part 1 is
+Parts (tools/autograder/parts.py, one row each). diffusion.py holds Parts 1 and 2, one class each: Part 1 is
 GaussianDiffusion from the top of the file; Part N > 1 is the section that starts at its banner
 line `# Part N: ...` (with the `# ====` rule above it). --parts says which parts students write:
 - a part handed out: its solution blocks become TODOs, its test file and public reference ship;
@@ -44,36 +44,17 @@ import sys
 import tempfile
 import textwrap
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTOGRADER_SOURCE = ROOT / "tools" / "autograder"
 sys.path.insert(0, str(AUTOGRADER_SOURCE))
 
-import grade  # noqa: E402  (points, and how a test maps to its function)
+import grade  # noqa: E402  (how a test maps to its function)
+from parts import Part  # noqa: E402  (tools/autograder/parts.py: the table of parts)
 
-# ---- the parts of the homework ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Part:
-    number: int
-    cls: str  # the class in diffusion.py whose solution blocks are this part's
-    tests: str  # the students' test file; its FUNCTIONS tuple names the functions it checks
-    public: str  # the public reference, shipped with the handout
-    hidden: str  # the hidden reference, for the autograder only
-    source: str = "diffusion.py"  # the file holding its class (Part 3's EnergyModel has a file of its own)
-    extra: tuple[str, ...] = ()  # other files only this part uses: left out with it
-
-
-PARTS = {
-    1: Part(1, "GaussianDiffusion", "test_diffusion.py", "data/reference/public.pt", "tools/reference/hidden.pt"),
-    2: Part(2, "ConditionalGaussianDiffusion", "test_conditional.py", "data/reference/public_conditional.pt",
-            "tools/reference/hidden_conditional.pt", extra=("conditional_trainer.py",)),
-    3: Part(3, "EnergyModel", "test_energy.py", "data/reference/public_energy.pt", "tools/reference/hidden_energy.pt",
-            source="energy.py", extra=("energy_trainer.py",)),
-}
+# ---- the parts of the homework: one row each in tools/autograder/parts.py, here by number ---------
+PARTS: dict[int, Part] = {part.number: part for part in grade.PARTS.values()}
 DEFAULT_PARTS = (1,)
 PART_BANNER = re.compile(r"^# Part (\d+):")
 
@@ -90,7 +71,8 @@ EXPECTED = ("trainer.py", "config.py", "training_data.py", "checkpoints.py", "ev
             "preflight.py", "devices.py", "run_log.py", "utils.py", "main.py", "run_in_colab.ipynb", "run_in_kaggle.ipynb",
             "README.md")
 HIDDEN_REFERENCE = ROOT / "tools" / "reference" / "hidden.pt"
-AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "sandbox.py", "requirements.txt", "THREAT_MODEL.md")
+AUTOGRADER_FILES = ("setup.sh", "run_autograder", "grade.py", "parts.py", "sandbox.py", "requirements.txt",
+                    "THREAT_MODEL.md")
 # Solution lines this long must not appear in any handout file (shorter ones, like `return img`,
 # only in diffusion.py: they are too common elsewhere to mean a leak).
 MIN_LEAK_CHARS = 30
@@ -164,7 +146,7 @@ def repo_files(root: Path) -> list[str]:
 def handout_files(root: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> list[str]:
     """The files of the handout of `parts`: a part's test file and references ship only with it."""
     chosen = []
-    other_parts = {f for n, p in PARTS.items() if n not in parts for f in (p.tests, p.public, p.hidden)}
+    other_parts = {f for n, p in PARTS.items() if n not in parts for f in (p.test_file, p.public, f"tools/reference/{p.hidden}")}
     # a later part's own files are left out (an earlier part's are provided), its source too unless diffusion.py
     other_parts |= {f for n, p in PARTS.items() if n > max(parts)
                     for f in ((p.source,) if p.source != "diffusion.py" else ()) + p.extra}
@@ -174,7 +156,7 @@ def handout_files(root: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> list[st
             continue
         if (len(pieces) == 1 and any(fnmatch.fnmatch(path, g) for g in HANDOUT_TOP_LEVEL)) or pieces[0] in HANDOUT_DIRS:
             chosen.append(path)
-    required = REQUIRED + tuple(f for n in parts for f in (PARTS[n].tests, PARTS[n].public))
+    required = REQUIRED + tuple(f for n in parts for f in (PARTS[n].test_file, PARTS[n].public))
     missing = [f for f in dict.fromkeys(required) if f not in chosen]
     if missing:
         hint = " (run python tools/make_reference.py)" if any(f.startswith("data/reference/") for f in missing) else ""
@@ -187,14 +169,18 @@ def handout_files(root: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> list[st
 
 def part_functions(root: Path, part: Part) -> tuple[str, ...]:
     """The functions a part's test file checks (its FUNCTIONS tuple), read without importing it."""
-    path = root / part.tests
+    path = root / part.test_file
     if not path.is_file():
-        raise HandoutError(f"Part {part.number}'s test file {part.tests} is not in the repository: "
+        raise HandoutError(f"Part {part.number}'s test file {part.test_file} is not in the repository: "
                            f"hand out other parts (--parts), or add it")
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FUNCTIONS" for t in node.targets):
-            return tuple(ast.literal_eval(node.value))
-    raise HandoutError(f"{part.tests} has no FUNCTIONS tuple naming the functions it checks")
+            functions = tuple(ast.literal_eval(node.value))
+            if set(functions) != set(part.points):
+                raise HandoutError(f"{part.test_file} checks {', '.join(functions)}; Part {part.number}'s points in "
+                                   f"tools/autograder/parts.py are for {', '.join(part.points)}: give each its points")
+            return functions
+    raise HandoutError(f"{part.test_file} has no FUNCTIONS tuple naming the functions it checks")
 
 
 def stub_solution(source: str, parts: tuple[int, ...] = DEFAULT_PARTS,
@@ -260,7 +246,7 @@ def stub_solution(source: str, parts: tuple[int, ...] = DEFAULT_PARTS,
             raise HandoutError(f"{file} has no solution blocks for Part {number} (class {PARTS[number].cls})")
         if functions and number in functions and set(found) != set(functions[number]):
             raise HandoutError(f"{file} has Part {number} solution blocks in {found}; its tests "
-                               f"({PARTS[number].tests}) check {sorted(functions[number])}")
+                               f"({PARTS[number].test_file}) check {sorted(functions[number])}")
     stub = "".join(out)
     compile(stub, file, "exec")
     return stub, removed, provided
@@ -353,13 +339,12 @@ def build_autograder(root: Path, handout: Path, out: Path, hidden: Path) -> None
     for module in sorted((handout / "grading").glob("*.py")):
         _copy(module, out / "grading" / module.name)
     student_files = set()
-    for part in grade.PARTS.values():
-        if not (handout / f"{part.tests}.py").is_file():
+    for part in PARTS.values():
+        if not (handout / part.test_file).is_file():
             continue  # a part not handed out (or not in this repository yet)
-        _copy(handout / f"{part.tests}.py", out / f"{part.tests}.py")
-        _copy(hidden.parent / part.reference, out / "reference" / part.reference)
-        for public in part.public:
-            _copy(handout / public, out / public)
+        _copy(handout / part.test_file, out / part.test_file)
+        _copy(hidden.parent / part.hidden, out / "reference" / part.hidden)
+        _copy(handout / part.public, out / part.public)
         student_files |= set(part.student_files)
     for provided in sorted(handout.glob("*.py")):
         if provided.name not in student_files and not provided.name.startswith("test_"):
@@ -421,39 +406,39 @@ REGENERATE = ("if you changed the solution, regenerate the references: python to
 def self_check(root: Path, handout: Path, autograder: Path, parts: tuple[int, ...] = DEFAULT_PARTS) -> dict:
     """Per handed-out part: the stub fails each test with "<name>: not implemented yet", the solution passes
     them all; the autograder gives the solution full marks and the stub zero for each function."""
-    report, graded = {}, {p.tests + ".py": p for p in grade.PARTS.values()}
+    report = {}
     sources = sorted({PARTS[n].source for n in parts})
     stub_counts, solved_counts = [], []
     for n in parts:
-        part, points = PARTS[n], graded[PARTS[n].tests].points
-        stub_tests = run_handout_tests(handout, autograder, part.tests)
+        part, points = PARTS[n], PARTS[n].points
+        stub_tests = run_handout_tests(handout, autograder, part.test_file)
         for function in points:
             mine = [t for t in stub_tests if grade.function_of(t["name"], points) == function]
             wrong = [t for t in mine if t["outcome"] != "failed" or t["message"].strip() != f"{function}: not implemented yet"]
             if not mine or wrong:
                 raise HandoutError(f"the stub's {function} tests do not all fail with '{function}: not implemented yet': "
                                    + (wrong[0]["name"] + ": " + wrong[0]["message"][:500] if wrong else "no test"))
-        stub_counts.append(f"{part.tests}: {len(stub_tests)}")
+        stub_counts.append(f"{part.test_file}: {len(stub_tests)}")
         with tempfile.TemporaryDirectory() as scratch:
             solved = Path(scratch) / "handout"
             shutil.copytree(handout, solved)
             for source in sources:
                 shutil.copy(root / source, solved / source)
-            solved_tests = run_handout_tests(solved, autograder, part.tests)
+            solved_tests = run_handout_tests(solved, autograder, part.test_file)
         failing = [t for t in solved_tests if t["outcome"] != "passed"]
         if failing or len(solved_tests) != len(stub_tests):
-            raise HandoutError(f"with the solution copied back, {len(failing)} tests of {part.tests} fail "
+            raise HandoutError(f"with the solution copied back, {len(failing)} tests of {part.test_file} fail "
                                f"({REGENERATE}):\n" + "\n".join(f"{t['name']}: {t['message'][:300]}" for t in failing))
-        solved_counts.append(f"{part.tests}: {len(solved_tests)}")
+        solved_counts.append(f"{part.test_file}: {len(solved_tests)}")
     report["stub"] = f"{', '.join(stub_counts)} tests, all fail with '<name>: not implemented yet'"
     report["solution"] = f"{', '.join(solved_counts)} tests pass"
 
-    possible = sum(sum(graded[PARTS[n].tests].points.values()) for n in parts)
+    possible = sum(sum(PARTS[n].points.values()) for n in parts)
     full = run_autograder(autograder, *(root / source for source in sources))
     if full["score"] != possible:
         raise HandoutError(f"the autograder gives the solution {full['score']} of {possible} "
                            f"({REGENERATE}):\n" + json.dumps(full, indent=1)[:3000])
-    functions = sum(len(graded[PARTS[n].tests].points) for n in parts)
+    functions = sum(len(PARTS[n].points) for n in parts)
     empty = run_autograder(autograder, *(handout / source for source in sources))
     if any(t["score"] != 0 for t in empty["tests"]) or len(empty["tests"]) != functions:
         raise HandoutError("the autograder gives the stub points:\n" + json.dumps(empty, indent=1)[:3000])

@@ -13,8 +13,8 @@ each test, so whatever happens later, what finished is graded. THREAT_MODEL.md s
 If the sandbox itself cannot start Python and import torch (the grader's fault, never the student's),
 grade.py stops with one line, exit status 2, and leaves no results.json; `--check` tries just that.
 
-Points per function, partial credit and visibility are set just below, in one place; a part is
-graded when its test file is present (Part 2 and Part 3 add their rows to PARTS).
+Partial credit and visibility are set just below; the parts, their points and files are the rows of
+parts.py (beside this file), which make_handout.py reads too. A part is graded when its test file is present.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,43 +41,12 @@ REFERENCES = _first(HERE / "reference", HERE.parent / "reference")
 PROVIDED = _first(HERE / "provided", HERE.parents[1])  # unet.py etc., which a submission may import
 sys.path[:0] = [str(SOURCE), str(HERE)]
 
+from parts import PARTS, Part  # noqa: E402
 from sandbox import Sandbox, SandboxBroken  # noqa: E402
 
 import grading  # noqa: E402  (from SOURCE, found just above)
 
-
-@dataclass
-class Part:
-    """One graded part: its test module, the student's files it needs, its hidden reference, its points."""
-    tests: str  # test module, e.g. "test_diffusion"
-    student_files: tuple[str, ...]  # what the student uploads, e.g. ("diffusion.py",)
-    classes: dict[str, tuple[str, str]]  # test fixture name -> (student module, class name)
-    reference: str  # file name in REFERENCES
-    points: dict[str, int]  # function -> points, in the order Gradescope shows them
-    public: tuple[str, ...] = ()  # public files the test module reads at import (data/reference/...)
-    title: str = ""  # prefix of the entries' names when several parts are graded
-
-
-# ---- grading policy: edit here ---------------------------------------------------------------
-PARTS = {
-    "diffusion": Part(
-        tests="test_diffusion", student_files=("diffusion.py",),
-        classes={"diffusion_class": ("diffusion", "GaussianDiffusion")}, reference="hidden.pt",
-        points={"q_sample": 15, "p_losses": 15, "forward": 15, "p_sample": 25, "p_sample_loop": 15, "sample": 15},
-        public=("data/reference/public.pt",)),
-    "conditional": Part(
-        tests="test_conditional", student_files=("diffusion.py",),
-        classes={"diffusion_class": ("diffusion", "ConditionalGaussianDiffusion")}, reference="hidden_conditional.pt",
-        points={"drop_labels": 10, "p_losses": 10, "forward": 10, "guided_noise": 15, "threshold": 15, "p_sample": 15,
-                "p_sample_loop": 10, "sample": 15},
-        public=("data/reference/public_conditional.pt",), title="Part 2"),
-    "energy": Part(
-        tests="test_energy", student_files=("energy.py",),
-        classes={"model_class": ("energy", "EnergyModel")}, reference="hidden_energy.pt",
-        points={"langevin_step": 25, "langevin_sample": 10, "loss": 20, "sample_buffer": 15, "update_buffer": 10,
-                "forward": 10, "sample": 10},
-        public=("data/reference/public_energy.pt",), title="Part 3"),
-}
+# ---- grading policy: edit here (the parts, their points and files: parts.py) ----------------------
 PARTIAL_CREDIT = True  # a function earns the share of its checks that pass; False: all or nothing
 VISIBILITY = "visible"  # Gradescope: visible, hidden, after_due_date or after_published
 CALL_TIME_LIMIT_S = 5.0  # per call of the student's code; every call of a correct submission takes < 0.2 s
@@ -128,8 +97,7 @@ def grade_part(part: Part, submission: Path, results_path: Path, entries_so_far:
             files.setdefault(provided.name, provided)
     files.update(grading_files())
     files[f"{part.tests}.py"] = SOURCE / f"{part.tests}.py"
-    for name in part.public:
-        files[name] = _first(SOURCE / name, HERE / "public" / Path(name).name)
+    files[part.public] = _first(SOURCE / part.public, HERE / "public" / Path(part.public).name)
     modules = sorted({module for module, _ in part.classes.values()})
     sandbox = Sandbox.prepare(files, modules, CALL_TIME_LIMIT_S)
     grading.TIME_LIMIT_S = CALL_TIME_LIMIT_S
@@ -228,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = {name: part for name, part in PARTS.items() if (SOURCE / f"{part.tests}.py").is_file()
              and (args.parts is None or name in args.parts)}
     if args.reference is not None:
-        parts["diffusion"] = Part(**{**parts["diffusion"].__dict__, "reference": str(args.reference.resolve())})
+        parts["diffusion"] = replace(parts["diffusion"], hidden=str(args.reference.resolve()))
     for part in parts.values():
         if not (REFERENCES / part.reference).is_file():
             print(f"grade.py: {REFERENCES / part.reference} is missing; rebuild the autograder with "
