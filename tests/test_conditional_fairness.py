@@ -69,6 +69,7 @@ def test_correct_implementations_pass(variant, reference):
     assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
 
 
+@pytest.mark.slow  # the whole test file once per catalogued mistake
 @pytest.mark.parametrize("mistake", CATALOGUE, ids=lambda m: m.key)
 def test_each_mistake_fails_and_is_named(mistake):
     results = checks(mistake.make_class())

@@ -153,6 +153,7 @@ def test_the_catalogue_covers_the_issue():
         assert wanted in keys
 
 
+@pytest.mark.slow  # the whole test file once per catalogued mistake
 @pytest.mark.parametrize("mistake", energy_mistakes.CATALOGUE, ids=lambda m: m.key)
 @pytest.mark.parametrize("name", SETS)
 def test_each_mistake_fails_and_is_named(mistake, name):

@@ -221,6 +221,7 @@ def _group(test_id: str) -> str:
 AFFECTS = {f: {f} | {g for g, deps in td.DEPENDS_ON.items() if f in deps} for f in td.FUNCTIONS}
 
 
+@pytest.mark.slow  # the whole test file once per catalogued mistake
 @pytest.mark.parametrize("mistake", CATALOGUE, ids=lambda m: m.key)
 def test_each_mistake_fails_and_is_named(mistake):
     results = checks(mistake.make_class())
