@@ -57,6 +57,7 @@ STUDENT_SECTIONS = ("## Set-up", "## What you write", "## Checking your function
 INSTRUCTOR_WORDS = ("instructor", "tools/", "tests/", "bench/", ".ci/", "SMOKE_TEST", "nbmake", "hidden.pt", "lucidrains")
 
 
+@pytest.mark.slow
 def test_every_module_the_handout_imports_at_load_time_ships_with_it(built):
     """trainer.py and the rest import a module per concern at their top: each must be in the handout, or
     `python main.py` fails there with an ImportError. (Imports inside functions are a part's optional files.)"""

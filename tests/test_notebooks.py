@@ -167,6 +167,7 @@ def printed(outputs) -> str:
     return "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_on_the_stub_the_notebook_stops_with_one_line_naming_the_unwritten_functions(name, tmp_path, monkeypatch):
     folder = handout_copy(tmp_path / "handout")
@@ -180,6 +181,7 @@ def test_on_the_stub_the_notebook_stops_with_one_line_naming_the_unwritten_funct
     assert "-m pytest" not in printed(outputs)  # stopped before running 30 failing tests
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_the_notebook_uses_the_newest_copy_of_diffusion_py_the_student_provided(name, tmp_path, monkeypatch):
     folder = handout_copy(tmp_path / "handout")
