@@ -2,22 +2,19 @@
 
 Each function that lost points is explained by the catalogued mistakes its feedback names: an "output"
 mistake by its title (the hidden reference stores each mistake's title and explanation), a "message"
-mistake by the phrase its message contains (from the mistake catalogues in tools/). A loss that none
+mistake by the phrase its message contains (from the catalogue its part's row names). A loss that none
 explains is "unrecognised"; what kept a function from being checked at all is named in parentheses.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 
 import torch
 
-# Per part of grade.py's PARTS: the catalogue whose "message" mistakes (caught by a check, not by their
-# output) the report names by the phrase their message contains. Output mistakes come from the references.
-CATALOGUES = {"diffusion": "tools.mistakes", "conditional": "tools.mistakes_conditional",
-              "energy": "tools.energy_mistakes"}
+from tools.mistakes_format import load
+
 KNOWN_MISTAKE = re.compile(r"known mistake(?: in (\w+))?: (.*)\.\n")
 # What stops a function from being checked at all, as its output says it: (phrase, label).
 BLOCKERS = [("Nothing could be checked", "(could not be imported)"), ("in your submission (you uploaded", "(file missing)"),
@@ -49,16 +46,16 @@ def entry_names(autograder) -> list[tuple[str, int]]:
 
 def catalogue(autograder) -> dict[str, dict]:
     """Per entry name prefix (a part's title), the mistakes its grader can name: output mistakes by title
-    (from the hidden reference) and message mistakes by the phrase their message contains."""
+    (from the hidden reference) and message mistakes (caught by a check, not by their output) by the phrase
+    their message contains, from the catalogue that the part's row names."""
     known = {}
     for name, part in autograder.parts.items():
         reference = torch.load(autograder.folder / "reference" / part.reference, map_location="cpu", weights_only=True)
         by_title = {m["title"]: {**m, "key": key} for key, m in reference.get("mistakes", {}).items()}
         by_phrase = []
         try:
-            module = importlib.import_module(CATALOGUES[name])
-            by_phrase = [m for m in module.CATALOGUE if m.detect == "message" and m.expect]
-        except (ImportError, KeyError, AttributeError):
+            by_phrase = [m for m in load(getattr(part, "mistakes", "")).mistakes if m.detect == "message" and m.expect]
+        except (ImportError, ValueError, AttributeError):  # ValueError: a row that names no catalogue
             pass  # then a failure that only a message mistake explains is listed as unrecognised
         known[name] = {"titles": by_title, "phrases": by_phrase, "label": part_label(name, part), "part": part}
     return known

@@ -1,7 +1,7 @@
 """The catalogue of common Part 3 mistakes (energy.py), as data: each one a wrong version of one function.
 
 tools/make_energy_reference.py stores the outputs of the "output" mistakes in the reference files, so
-that test_energy.py can name them; tests/test_energy_grading.py checks that every mistake fails its
+that test_energy.py can name them; tests/test_fairness.py checks that every mistake fails its
 own function's tests with its name. `detect` says how test_energy.py recognises a mistake:
 "output": its output on the reference inputs is stored, and the failure names `title`;
 "check": a property or spy test catches it, and its message contains `expect`.
@@ -477,3 +477,91 @@ def _(self, x_real):
     x_fake = self.langevin_sample(steps=self.langevin_steps, x=x_init)
     self.update_buffer(idx=idx, x=x_fake)
     return self.loss(x_fake=x_fake, x_real=x_real)
+
+
+# Whole classes, each with its own way through the functions.
+
+
+@BOOK.alternative_class
+class FreezeAndBackward(EnergyModel):
+    """The UvA tutorial's way: freeze the weights, x.grad via backward(), restore; loss from one
+    concatenated forward; buffer via index_copy_; keyword calls; in-place Langevin on a clone."""
+
+    def langevin_step(self, x):
+        flags = [p.requires_grad for p in self.energy_net.parameters()]
+        for p in self.energy_net.parameters():
+            p.requires_grad_(False)
+        try:
+            x = x.clone().detach().requires_grad_(True)
+            with torch.enable_grad():
+                self.energy_net(x).sum().backward()
+            with torch.no_grad():
+                x.add_(x.grad, alpha=-self.step_size)
+                x.add_(self.noise_like(shape=x.shape, device=x.device) * self.noise_scale)
+                x.clamp_(min=-1.0, max=1.0)
+            return x.detach()
+        finally:
+            for p, flag in zip(self.energy_net.parameters(), flags):
+                p.requires_grad_(flag)
+
+    def langevin_sample(self, x, steps):
+        k = 0
+        while k < steps:
+            x = self.langevin_step(x=x)
+            k += 1
+        return x
+
+    def loss(self, x_real, x_fake):
+        energies = self.energy_net(torch.cat([x_real, x_fake.detach()]))
+        e_real, e_fake = energies[: len(x_real)], energies[len(x_real):]
+        return (e_real.mean() - e_fake.mean()) + self.alpha * ((e_real ** 2).mean() + (e_fake ** 2).mean())
+
+    def sample_buffer(self, batch_size):
+        idx, fresh = self.draw_replay(batch_size=batch_size)
+        x = self.replay.index_select(0, idx)
+        noise = self.uniform_like(shape=x.shape, device=x.device)
+        x[fresh] = noise[fresh]
+        return x, idx
+
+    def update_buffer(self, x, idx):
+        with torch.no_grad():
+            self.replay.index_copy_(0, idx, x)
+
+    def forward(self, x_real):
+        start, slots = self.sample_buffer(batch_size=len(x_real))
+        fake = self.langevin_sample(x=start, steps=self.langevin_steps)
+        self.update_buffer(x=fake, idx=slots)
+        return self.loss(x_real=x_real, x_fake=fake)
+
+    def sample(self, batch_size):
+        x = self.uniform_like([batch_size, self.channels, self.image_size, self.image_size], self.replay.device)
+        return self.langevin_sample(x, self.sample_steps).add(1).mul(0.5)
+
+
+@BOOK.alternative_class
+class Float64(EnergyModel):
+    """The updates and the loss in float64, cast back; the gradient of E.mean() times B; decorated with no_grad."""
+
+    @torch.no_grad()
+    def langevin_step(self, x):
+        with torch.enable_grad():
+            leaf = x.detach().clone().requires_grad_()
+            (grad,) = torch.autograd.grad(self.energy_net(leaf).mean() * len(leaf), [leaf])
+        z = self.noise_like(x.shape, x.device).double()
+        return (x.double() - self.step_size * grad.double() + self.noise_scale * z).clamp(-1, 1).to(x.dtype)
+
+    def loss(self, x_real, x_fake):
+        e_real = self.energy_net(x_real).double()
+        e_fake = self.energy_net(x_fake.detach()).double()
+        total = e_real.mean() - e_fake.mean() + self.alpha * (e_real.square().mean() + e_fake.square().mean())
+        return total.float()
+
+    def sample_buffer(self, batch_size):
+        idx, fresh = self.draw_replay(batch_size)
+        noise = self.uniform_like((batch_size, self.channels, self.image_size, self.image_size), self.device)
+        mask = fresh.view(-1, 1, 1, 1).to(noise.dtype)
+        return mask * noise + (1 - mask) * self.replay[idx], idx
+
+    def update_buffer(self, x, idx):
+        for b in range(len(idx)):
+            self.replay[idx[b]] = x[b].detach()

@@ -8,8 +8,9 @@
 
 One builder for every part, driven by the part's `Recipe`: its test module (whose PART says which
 inputs a case holds and how a case runs), its solution class, its mistake catalogue, its sets of
-case specs and how to make a case's inputs from a spec. Part 1's recipe is below; Part 2's and Part
-3's are in tools/make_reference_conditional.py and tools/make_energy_reference.py.
+case specs and how to make a case's inputs from a spec. The `recipe` of each part's row in
+tools/autograder/parts.py names the module that holds it: Part 1's is below; Part 2's and Part 3's are
+in tools/make_reference_conditional.py and tools/make_energy_reference.py.
 
 Each case stores every input (arguments, the stand-in's weights, the tensors the seams return), the
 solution's output, and the outputs of the catalogued "output" mistakes on the same inputs, so that the
@@ -39,12 +40,13 @@ import grading  # noqa: E402
 import test_diffusion as td  # noqa: E402
 from diffusion import GaussianDiffusion  # noqa: E402
 from grading import runs_diffusion  # noqa: E402
+from tools.autograder.parts import PARTS  # noqa: E402
 from tools.mistakes import CATALOGUE  # noqa: E402
 
 FORMAT = 1
 # A mistake's output is stored for a case only when it is clearly different from the right one there.
 DISTINCT = 1e-3
-RECIPES = {1: "make_reference", 2: "make_reference_conditional", 3: "make_energy_reference"}  # part -> its module
+RECIPES = {part.number: part.recipe for part in PARTS.values() if part.recipe}  # part -> the module of its RECIPE
 
 
 @dataclass

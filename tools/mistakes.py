@@ -2,13 +2,14 @@
 
 Each Mistake is a GaussianDiffusion subclass with one function written wrong. tools/make_reference.py
 stores the output of every "output" mistake on each reference case, so that test_diffusion.py can
-name it when a student's output equals it; tests/test_grading_fairness.py checks that every mistake
+name it when a student's output equals it; tests/test_fairness.py checks that every mistake
 fails its own function's tests (and only the tests of that function and of those that call it),
 with a message that names it: its `title` ("output") or the phrase `expect` ("message").
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -485,3 +486,167 @@ def _(self, img, t_index=None):
         return img
     t = torch.full((img.shape[0],), t_index, dtype=torch.long, device=img.device)
     return self.p_sample_loop(self.p_sample(img, t, t_index), t_index - 1)
+
+
+# Whole classes, each with its own helpers and algebra.
+
+
+@BOOK.alternative_class
+class OtherAlgebra(GaussianDiffusion):
+    """Plain indexing, p_losses without q_sample, x0-hat as sqrt(1/abar) x - sqrt(1/abar - 1) eps,
+    abar_{t-1} with torch.where, noise drawn at every step (times a zero std at the last), keyword calls."""
+
+    def q_sample(self, x_0, t, noise):
+        abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return torch.sqrt(abar) * x_0 + torch.sqrt(1.0 - abar) * noise
+
+    def p_losses(self, x_0, t, noise):
+        abar = self.alphas_cumprod[t][:, None, None, None]
+        x_t = abar.sqrt() * x_0 + (1 - abar).sqrt() * noise
+        return (noise - self.model(x_t, t)).abs().mean()
+
+    def forward(self, x_0, noise=None):
+        t = (torch.rand(x_0.shape[0], device=x_0.device) * self.num_timesteps).long()
+        noise = noise if noise is not None else self.noise_like(shape=x_0.shape, device=x_0.device)
+        return self.p_losses(x_0=x_0, t=t, noise=noise)
+
+    @torch.no_grad()
+    def p_sample(self, x, t, t_index):
+        eps = self.model(x, t)
+        alpha, abar = self.alphas[t][:, None, None, None], self.alphas_cumprod[t][:, None, None, None]
+        prev = torch.where(t > 0, self.alphas_cumprod[(t - 1).clamp(min=0)], torch.ones_like(self.alphas_cumprod[t]))
+        abar_prev = prev[:, None, None, None]
+        x0_hat = (torch.sqrt(1 / abar) * x - torch.sqrt(1 / abar - 1) * eps).clamp(-1, 1)
+        beta = 1 - alpha
+        mean = (abar_prev.sqrt() * beta * x0_hat + alpha.sqrt() * (1 - abar_prev) * x) / (1 - abar)
+        variance = beta * (1 - abar_prev) / (1 - abar)
+        return mean + variance.sqrt() * self.noise_like(x.shape, x.device)
+
+    @torch.no_grad()
+    def p_sample_loop(self, img):
+        steps = [img]
+        for t_index in range(self.num_timesteps - 1, -1, -1):
+            t = torch.tensor([t_index] * img.shape[0]).to(img.device)  # made on the CPU, then moved
+            steps.append(self.p_sample(x=steps[-1], t=t, t_index=t_index))
+        return steps[-1]
+
+    @torch.no_grad()
+    def sample(self, batch_size):
+        img = self.noise_like((batch_size, self.channels, self.image_size, self.image_size), device=self.alphas.device)
+        return (self.p_sample_loop(img=img) * 0.5 + 0.5).clamp(0, 1)
+
+
+@BOOK.alternative_class
+class Float64(GaussianDiffusion):
+    """Every intermediate in float64, cast back at the end; t drawn on the CPU and moved."""
+
+    def _abar(self, t):
+        return self.alphas_cumprod.double().gather(0, t).view(-1, 1, 1, 1)
+
+    def q_sample(self, x_0, t, noise):
+        abar = self._abar(t)
+        return (abar.sqrt() * x_0.double() + (1 - abar).sqrt() * noise.double()).to(x_0.dtype)
+
+    def p_losses(self, x_0, t, noise):
+        return F.l1_loss(self.model(self.q_sample(x_0, t, noise), t).double(), noise.double()).float()
+
+    def forward(self, x_0, noise=None):
+        t = torch.randint(0, self.num_timesteps, (x_0.shape[0],)).to(x_0.device)
+        if noise is None:
+            noise = self.noise_like(x_0.shape, x_0.device)
+        return self.p_losses(x_0, t, noise)
+
+    @torch.no_grad()
+    def p_sample(self, x, t, t_index):
+        eps, xd = self.model(x, t).double(), x.double()
+        alpha = self.alphas.double().gather(0, t).view(-1, 1, 1, 1)
+        abar = self._abar(t)
+        abar_prev = self.alphas_cumprod_prev.double().gather(0, t).view(-1, 1, 1, 1)
+        x0_hat = ((xd - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+        mean = abar_prev.sqrt() * (1 - alpha) / (1 - abar) * x0_hat + alpha.sqrt() * (1 - abar_prev) / (1 - abar) * xd
+        if t_index == 0:
+            return mean.to(x.dtype)
+        std = ((1 - abar_prev) / (1 - abar) * (1 - alpha)).sqrt()
+        return (mean + std * self.noise_like(x.shape, x.device).double()).to(x.dtype)
+
+    @torch.no_grad()
+    def p_sample_loop(self, img):
+        for t_index in reversed(range(self.num_timesteps)):
+            img = self.p_sample(img, torch.full((img.shape[0],), t_index, dtype=torch.long).to(img.device), t_index)
+        return img
+
+    @torch.no_grad()
+    def sample(self, batch_size):
+        shape = (batch_size, self.channels, self.image_size, self.image_size)
+        return ((self.p_sample_loop(self.noise_like(shape, self.device)).double() + 1) / 2).float()
+
+
+@BOOK.alternative_class
+class SmallDifferences(GaussianDiffusion):
+    """Allowed variations: tqdm around the loop, a numpy loop counter, x_0 clamped again at the end of the
+    loop (it is already in [-1, 1]), the noise asked for with keyword arguments."""
+
+    @torch.no_grad()
+    def p_sample_loop(self, img):
+        from tqdm.auto import tqdm
+        for t_index in tqdm(np.arange(self.num_timesteps - 1, -1, -1), disable=True):
+            t = torch.full((img.shape[0],), t_index, device=img.device, dtype=torch.long)
+            img = self.p_sample(img, t, t_index)
+        return img.clamp(-1, 1)
+
+    @torch.no_grad()
+    def p_sample(self, x, t, t_index):
+        mean = super().p_sample(x, t, 0)
+        if t_index == 0:
+            return mean
+        return mean + extract(self.posterior_variance, t, x.shape).sqrt() * self.noise_like(shape=x.shape, device=x.device)
+
+
+@BOOK.alternative_class
+class OwnBuffers(GaussianDiffusion):
+    """Its own schedule tensors precomputed in float32 arithmetic, read with torch.gather; inference_mode."""
+
+    def __init__(self, model, image_size, channels=3, timesteps=50):
+        super().__init__(model, image_size, channels, timesteps)
+        abar = self.alphas_cumprod
+        abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+        self.register_buffer("c_x0", abar_prev.sqrt() * (1 - self.alphas) / (1 - abar))
+        self.register_buffer("c_xt", self.alphas.sqrt() * (1 - abar_prev) / (1 - abar))
+        self.register_buffer("sigma", ((1 - abar_prev) / (1 - abar) * (1 - self.alphas)).sqrt())
+
+    def _at(self, buffer, t):
+        return torch.gather(buffer, 0, t).reshape(-1, 1, 1, 1)
+
+    def q_sample(self, x_0, t, noise):
+        abar = self._at(self.alphas_cumprod, t)
+        return abar ** 0.5 * x_0 + (1 - abar) ** 0.5 * noise
+
+    def p_losses(self, x_0, t, noise):
+        return torch.mean(torch.abs(self.model(self.q_sample(x_0, t, noise), t) - noise))
+
+    def forward(self, x_0, noise=None):
+        noise = self.noise_like(x_0.shape, x_0.device) if noise is None else noise
+        t = torch.randint(self.num_timesteps, size=(len(x_0),), device=x_0.device, dtype=torch.long)
+        return self.p_losses(x_0, t, noise)
+
+    @torch.inference_mode()
+    def p_sample(self, x, t, t_index):
+        abar = self._at(self.alphas_cumprod, t)
+        x0_hat = torch.clamp((x - (1 - abar).sqrt() * self.model(x, t)) / abar.sqrt(), min=-1, max=1)
+        mean = self._at(self.c_x0, t) * x0_hat + self._at(self.c_xt, t) * x
+        if t_index > 0:
+            mean = mean + self._at(self.sigma, t) * self.noise_like(x.shape, x.device)
+        return mean
+
+    @torch.inference_mode()
+    def p_sample_loop(self, img):
+        x = img
+        for i in range(self.num_timesteps):
+            step = self.num_timesteps - 1 - i
+            x = self.p_sample(x, torch.ones(img.shape[0], dtype=torch.long, device=img.device) * step, step)
+        return x
+
+    @torch.inference_mode()
+    def sample(self, batch_size):
+        x = self.p_sample_loop(self.noise_like([batch_size, self.channels, self.image_size, self.image_size], self.device))
+        return x.add(1).div(2)

@@ -3,7 +3,7 @@
 Each mistake is a wrong version of one student function. `detect` says how the tests recognise it:
 "output": its output on the reference inputs is stored in the reference file, and a student whose
 output equals it is told `title` and `why`; "message": a check catches it (a spy, a stand-in), and its message contains
-`expect`. tests/test_conditional_fairness.py checks that every mistake here fails its own function's
+`expect`. tests/test_fairness.py checks that every mistake here fails its own function's
 tests with that message, and that the correct variants in ALTERNATIVES pass every test.
 """
 

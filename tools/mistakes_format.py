@@ -1,17 +1,20 @@
 """The one format of every part's catalogue: its common mistakes and its other correct implementations.
 
-A part's catalogue file (tools/mistakes.py, mistakes_conditional.py, energy_mistakes.py) makes a
-`Catalogue` of its solution class and registers, with decorators,
+A part's catalogue file (tools/mistakes.py, mistakes_conditional.py, energy_mistakes.py), named by the
+`mistakes` of its row in tools/autograder/parts.py, makes `BOOK = Catalogue(TheSolutionClass)` and
+registers, with decorators,
 - mistakes: a wrong version of one function each. `detect` says how the tests recognise it: "output"
   (the reference builder stores its output on each case, and a student whose output equals it is told
   `title` and `why`), or anything else (a check catches it, and its message contains `expect`);
-- alternatives: correct implementations in other styles, which must pass every test.
-The reference builder (tools/make_reference.py) and the fairness tests read `mistakes` and
-`alternatives` of each part alike.
+- alternatives: correct implementations in other styles, which must pass every test: one function
+  (`@alternative(name, function)`), or a whole subclass of the solution (`@alternative_class`).
+The reference builder (tools/make_reference.py), tools/class_mistakes.py and the fairness tests
+(tests/test_fairness.py) read every part's catalogue alike, through `load`.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,7 +41,7 @@ class Catalogue:
     def __init__(self, base: type):
         self.base = base
         self.mistakes: list[Mistake] = []
-        self.alternatives: dict[str, dict] = {}  # name -> {function: method}
+        self.alternatives: dict[str, dict | type] = {}  # name -> {function: method}, or a whole subclass of base
 
     def add(self, key: str, function: str, title: str, why: str, methods: dict, detect: str = "output",
             expect: str = "") -> Mistake:
@@ -60,6 +63,20 @@ class Catalogue:
             return method
         return register
 
+    def alternative_class(self, cls: type) -> type:
+        """Class decorator: a subclass of base, written whole (its own helpers, `super()` calls), is one
+        alternative, named after the class."""
+        if not issubclass(cls, self.base) or cls.__name__ in self.alternatives:
+            raise ValueError(f"alternative {cls.__name__}: needs a new name and {self.base.__name__} as its base")
+        self.alternatives[cls.__name__] = cls
+        return cls
+
     def alternative_classes(self) -> list[type]:
         """Each alternative as a class, in name order."""
-        return [type(name, (self.base,), dict(methods)) for name, methods in sorted(self.alternatives.items())]
+        return [methods if isinstance(methods, type) else type(name, (self.base,), dict(methods))
+                for name, methods in sorted(self.alternatives.items())]
+
+
+def load(module: str) -> Catalogue:
+    """The catalogue (`BOOK`) of the module a part's row names, e.g. "tools.energy_mistakes"."""
+    return importlib.import_module(module).BOOK
