@@ -1,11 +1,13 @@
 """A part is a declaration: a toy Part 4 of two functions, added to a copy of the repository the way README's
-"Adding a part" says (its solution file, its test file with its `Part` declaration, its references, one row
-in tools/autograder/parts.py), is handed out and graded by the unchanged tools/make_handout.py and grade.py."""
+"Adding a part" says (its solution file, its test file with its `Part` declaration, its mistakes catalogue,
+its references, one row in tools/autograder/parts.py), is handed out and graded by the unchanged
+tools/make_handout.py and grade.py, and checked by the unchanged tests/test_fairness.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,21 +61,105 @@ globals().update(PART.tests_of("double", "2 x on stored inputs"))
 globals().update(PART.tests_of("shift", "x + by on stored inputs"))
 '''
 
+MISTAKES = '''\
+"""Part 4's (the toy's) common mistakes and other correct implementations."""
+
+import torch
+
+from tools.mistakes_format import Catalogue
+from toy import Toy
+
+BOOK = Catalogue(Toy)
+
+
+@BOOK.mistake("double.squares", "double", "x squared instead of doubled", "double is 2 x, not x * x.")
+def _(self, x):
+    return x * x
+
+
+@BOOK.mistake("shift.subtracts", "shift", "by subtracted instead of added", "shift is x + by, not x - by.")
+def _(self, x, by):
+    return x - by
+
+
+@BOOK.alternative("added_to_itself", "double")
+def _(self, x):
+    return x + x
+
+
+@BOOK.alternative("times_two_on_the_left", "double")
+def _(self, x):
+    return 2 * x
+
+
+@BOOK.alternative("torch_mul", "double")
+def _(self, x):
+    return torch.mul(x, 2)
+
+
+@BOOK.alternative("in_place_on_a_copy", "double")
+def _(self, x):
+    return x.clone().mul_(2)
+
+
+@BOOK.alternative("float64", "double")
+def _(self, x):
+    return (x.double() * 2).to(x.dtype)
+
+
+@BOOK.alternative("torch_add", "shift")
+def _(self, x, by):
+    return torch.add(x, by)
+
+
+@BOOK.alternative("full_like", "shift")
+def _(self, x, by):
+    return x + torch.full_like(x, by)
+
+
+@BOOK.alternative("in_place_shift", "shift")
+def _(self, x, by):
+    out = x.clone()
+    out += by
+    return out
+
+
+@BOOK.alternative("minus_minus", "shift")
+def _(self, x, by):
+    return x - (-by)
+
+
+@BOOK.alternative_class
+class ThroughEachOther(Toy):
+    def double(self, x):
+        return self.shift(x, 0.0) * 2
+
+    def shift(self, x, by):
+        return x.add(by)
+'''
+ALTERNATIVES = ("ThroughEachOther", "added_to_itself", "float64", "full_like", "in_place_on_a_copy", "in_place_shift",
+                "minus_minus", "times_two_on_the_left", "torch_add", "torch_mul")
+
 ROW = '''
 PARTS["toy"] = Part(4, "Toy", "test_toy", points={"double": 4, "shift": 6}, public="data/reference/public_toy.pt",
-                    hidden="hidden_toy.pt", source="toy.py", fixture="toy_class")
+                    hidden="hidden_toy.pt", source="toy.py", fixture="toy_class", mistakes="tools.toy_mistakes")
 '''
 
 
 def reference(seed: int) -> dict:
-    """A couple of cases per function; the expected values written out here, not computed by toy.py."""
+    """A couple of cases per function, each with its mistake's output; the values written out here, not
+    computed by toy.py or its catalogue."""
     g = torch.Generator().manual_seed(seed)
     xs = [torch.randn(2, 3, generator=g), torch.randn(4, generator=g)]
-    cases = {"double": [dict(id=f"x{i}", label=f"x of shape {list(x.shape)}", args=[x], expected=x + x, mistakes={})
-                        for i, x in enumerate(xs)],
-             "shift": [dict(id=f"x{i}-by{by}", label=f"by={by}", args=[x, by], expected=x + by, mistakes={})
-                       for i, (x, by) in enumerate(zip(xs, (0.5, -2.0)))]}
-    return {"format": 1, "name": "toy", "seed": seed, "mistakes": {}, "cases": cases}
+    cases = {"double": [dict(id=f"x{i}", label=f"x of shape {list(x.shape)}", args=[x], expected=x + x,
+                             mistakes={"double.squares": x * x}) for i, x in enumerate(xs)],
+             "shift": [dict(id=f"x{i}-by{by}", label=f"by={by}", args=[x, by], expected=x + by,
+                            mistakes={"shift.subtracts": x - by}) for i, (x, by) in enumerate(zip(xs, (0.5, -2.0)))]}
+    mistakes = {"double.squares": dict(function="double", title="x squared instead of doubled",
+                                       why="double is 2 x, not x * x.", detect="output"),
+                "shift.subtracts": dict(function="shift", title="by subtracted instead of added",
+                                        why="shift is x + by, not x - by.", detect="output")}
+    return {"format": 1, "name": "toy", "seed": seed, "mistakes": mistakes, "cases": cases}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +173,7 @@ def built(tmp_path_factory):
         shutil.copy2(ROOT / name, repo / name)
     (repo / "toy.py").write_text(SOLUTION)
     (repo / "test_toy.py").write_text(TESTS)
+    (repo / "tools" / "toy_mistakes.py").write_text(MISTAKES)
     torch.save(reference(1), repo / "data" / "reference" / "public_toy.pt")
     torch.save(reference(2), repo / "tools" / "reference" / "hidden_toy.pt")
     with open(repo / "tools" / "autograder" / "parts.py", "a") as table:
@@ -146,3 +233,19 @@ def test_the_toy_part_needs_its_points_for_every_function(built, tmp_path):
     assert run.returncode == 1
     assert run.stderr.strip() == ("make_handout: test_toy.py checks double, shift; Part 4's points in "
                                                     "tools/autograder/parts.py are for double: give each its points")
+
+
+def test_the_fairness_tests_pick_the_toy_part_up(built):
+    """tests/test_fairness.py, unchanged, runs the toy's catalogue from its row: its solution and every
+    alternative pass, each mistake fails its own function with its name, on both sets."""
+    repo, _, _, env = built
+    run = subprocess.run([sys.executable, "-m", "pytest", "tests/test_fairness.py", "-m", "", "-k", "toy", "-v",
+                          "-p", "no:cacheprovider"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    expected = ["test_the_catalogue_covers_every_function[toy]", "test_there_are_ten_other_correct_implementations[toy]"]
+    for set_name in ("public", "hidden"):
+        expected += [f"test_correct_implementations_pass[toy-{set_name}-{name}]" for name in ("Toy", *ALTERNATIVES)]
+        expected += [f"test_each_mistake_fails_and_is_named[toy-{set_name}-{key}]"
+                     for key in ("double.squares", "shift.subtracts")]
+    assert set(re.findall(r"::(\S+) PASSED", run.stdout)) == set(expected), run.stdout
+    assert f"{len(expected)} passed" in run.stdout, run.stdout
