@@ -28,7 +28,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     train_steps: int = 10000
     grad_clip: float = 1.0
-    ema_decay: float = 0.995
+    ema_decay: float | None = None  # None: the trainer's own (Trainer.ema_decay)
     seed: int = 0
     # outputs
     save_and_sample_every: int = 1000
@@ -69,4 +69,5 @@ class TrainConfig:
     langevin_steps: int = 10
     alpha: float = 0.1
     buffer_size: int = 2048
-    sample_steps: int = 100
+    reinit_prob: float = 0.3
+    sample_steps: int = 60

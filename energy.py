@@ -8,7 +8,7 @@ uses them:
     langevin_step    one step  x <- clamp(x - step_size * dE/dx + noise_scale * z, -1, 1)
     langevin_sample  `steps` Langevin steps from a starting batch
     loss             contrastive divergence with a regulariser
-    sample_buffer    starting points for training: 95% from the replay buffer, 5% fresh noise
+    sample_buffer    starting points for training: most from the replay buffer, some (30%) fresh noise
     update_buffer    write the chains' end points back into the buffer
     forward          one training loss: buffer -> Langevin -> update buffer -> loss
     sample           generate images: uniform noise -> Langevin -> map to [0, 1]
@@ -27,7 +27,11 @@ Shapes. B is the batch size, C the number of image channels, H = W = image_size.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# The side of the grid of uniform numbers that fresh chains start from (EnergyModel.uniform_like).
+COARSE_NOISE = 8
 
 
 class EnergyNet(nn.Module):
@@ -75,21 +79,24 @@ class EnergyModel(nn.Module):
         langevin_steps: K, the Langevin steps run for each training batch.
         alpha: the weight of the regulariser alpha * (E(x_real)^2 + E(x_fake)^2) in the loss.
         buffer_size: the number of past samples the replay buffer keeps.
-        reinit_prob: the share of training chains started from fresh uniform noise (5%).
+        reinit_prob: the share of training chains started from fresh noise (uniform_like), 30%.
         sample_steps: the Langevin steps `sample` runs from fresh noise (more than K: no buffer helps it).
 
     The defaults are Du & Mordatch's decoupled Langevin settings (a large step, a small noise:
     the proper Langevin noise sqrt(2 * step_size) would drown the images), with K and the buffer
-    sized so that a 3,000-step CPU run trains stably on CIFAR-10 cats and on the three-class set
-    (see README.md, Part 3).
+    sized so that a 3,000-step CPU run trains stably on CIFAR-10 cats and on the three-class set.
+    `sample` is a fresh chain, so training restarts many chains (30%): the energy then learns what
+    young chains look like, and a typical training chain is a few dozen steps old (K / reinit_prob
+    = 33 on average), like `sample`'s 60. Much longer chains from noise reach places no training
+    chain went, and get worse (see README.md, Part 3).
 
     Buffers (move with `.to(device)` and are saved in checkpoints):
-        replay: [buffer_size, C, H, W], past samples in [-1, 1]; starts as uniform noise.
+        replay: [buffer_size, C, H, W], past samples in [-1, 1]; starts as uniform_like's noise.
     """
 
     def __init__(self, energy_net: nn.Module, image_size: int, channels: int = 3, step_size: float = 10.0,
                  noise_scale: float = 0.005, langevin_steps: int = 10, alpha: float = 0.1, buffer_size: int = 2048,
-                 reinit_prob: float = 0.05, sample_steps: int = 100):
+                 reinit_prob: float = 0.3, sample_steps: int = 60):
         super().__init__()
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
@@ -105,7 +112,7 @@ class EnergyModel(nn.Module):
         self.buffer_size = buffer_size
         self.reinit_prob = reinit_prob
         self.sample_steps = sample_steps
-        self.register_buffer("replay", torch.rand(buffer_size, channels, image_size, image_size) * 2 - 1)
+        self.register_buffer("replay", self.uniform_like((buffer_size, channels, image_size, image_size), "cpu"))
 
     @property
     def device(self) -> torch.device:
@@ -125,8 +132,18 @@ class EnergyModel(nn.Module):
         return torch.randn(shape, device=device)
 
     def uniform_like(self, shape: torch.Size | tuple, device: torch.device | str) -> torch.Tensor:
-        """Uniform noise on [-1, 1] of the given shape: fresh starting points for Langevin chains."""
-        return torch.rand(shape, device=device) * 2 - 1
+        """Fresh starting points for Langevin chains: smooth uniform noise on [-1, 1] of the given shape.
+
+        For images [B, C, H, W], uniform numbers on a coarse 8x8 grid, bilinearly upsampled to H x W:
+        blobs of random colour at random places, which Langevin dynamics turns into shapes within
+        sample_steps. From pixel-by-pixel noise the same chains spend their steps smoothing the noise
+        away and all end as one mottled cat-coloured texture (README.md, Part 3, has the figures).
+        """
+        if len(shape) != 4:
+            return torch.rand(shape, device=device) * 2 - 1
+        batch, channels, height, width = shape
+        coarse = torch.rand((batch, channels, min(height, COARSE_NOISE), min(width, COARSE_NOISE)), device=device)
+        return F.interpolate(coarse * 2 - 1, size=(height, width), mode="bilinear", align_corners=False)
 
     def draw_replay(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Which buffer slots a training batch uses, and which of its chains restart from noise.
@@ -224,8 +241,8 @@ class EnergyModel(nn.Module):
         """Starting points for a training batch's chains.
 
             idx, fresh = draw_replay(B)
-            x_b = uniform_like(...)_b  where fresh_b      (about reinit_prob = 5% of the chains)
-                = replay[idx_b]        elsewhere          (the other 95% continue old chains)
+            x_b = uniform_like(...)_b  where fresh_b      (about reinit_prob = 30% of the chains)
+                = replay[idx_b]        elsewhere          (the other 70% continue old chains)
 
         Draw the uniform noise with one call uniform_like((B, C, H, W), device) for the whole
         batch and use its rows where `fresh` is True.

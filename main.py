@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--train_steps", type=int, default=d.train_steps, help="optimizer steps in total (a resumed run counts on)")
     model.add_argument("--grad_clip", type=float, default=d.grad_clip, help="clip the gradient norm to this")
     model.add_argument("--ema_decay", type=float, default=d.ema_decay,
-                       help="decay of the exponential moving average of the weights, which makes the samples")
+                       help="decay of the exponential moving average of the weights, which makes the samples "
+                            "(default: 0.995, and 0.999 for --model ebm)")
     model.add_argument("--seed", type=int, default=d.seed, help="random seed (each torchrun process adds its rank)")
 
     ebm = p.add_argument_group("energy-based model (--model ebm; energy.py explains each)")
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ebm.add_argument("--noise_scale", type=float, default=d.noise_scale, help="std of the noise added at each Langevin step")
     ebm.add_argument("--alpha", type=float, default=d.alpha, help="weight of the regulariser alpha (E_real^2 + E_fake^2)")
     ebm.add_argument("--buffer_size", type=int, default=d.buffer_size, help="samples kept in the replay buffer")
+    ebm.add_argument("--reinit_prob", type=float, default=d.reinit_prob,
+                     help="share of training chains that restart from fresh noise instead of the buffer")
     ebm.add_argument("--sample_steps", type=int, default=d.sample_steps,
                      help="Langevin steps from noise for sample grids and FID")
 
@@ -201,7 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UserError(f"--learning_rate must be positive, got {args.learning_rate}; the homework uses 1e-3")
     if args.train_steps < 0:
         raise UserError(f"--train_steps must be 0 or more, got {args.train_steps}")
-    if not 0 <= args.ema_decay < 1:
+    if args.ema_decay is not None and not 0 <= args.ema_decay < 1:
         raise UserError(f"--ema_decay must be in [0, 1), got {args.ema_decay}; e.g. 0.995")
     if not args.grad_clip > 0:
         raise UserError(f"--grad_clip must be positive, got {args.grad_clip}")
@@ -235,6 +238,8 @@ def _check_energy_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--step_size must be positive, got {args.step_size}; the default is 10")
     if not 0 <= args.noise_scale < float("inf"):
         raise UserError(f"--noise_scale must be 0 or more, got {args.noise_scale}; the default is 0.005")
+    if not 0 <= args.reinit_prob <= 1:
+        raise UserError(f"--reinit_prob must be between 0 and 1, got {args.reinit_prob}; the default is {TrainConfig.reinit_prob}")
     if not 0 <= args.alpha < float("inf"):
         raise UserError(f"--alpha must be 0 or more, got {args.alpha}; the default is 0.1")
     if args.buffer_size < args.batch_size:

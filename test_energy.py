@@ -95,7 +95,7 @@ globals().update(reference_tests(PART, "model_class", {
     "langevin_step": "x' = clamp(x - step_size * grad_x E(x) + noise_scale * z, -1, 1), z from noise_like.",
     "langevin_sample": "`steps` Langevin steps from a fixed x with fixed noise, through your langevin_step.",
     "loss": "mean E(x_real) - mean E(x_fake) + alpha mean(E(x_real)^2 + E(x_fake)^2), and its gradient.",
-    "sample_buffer": "95% of the chains start from replay[idx], the fresh ones (5%) from uniform_like's noise.",
+    "sample_buffer": "most chains start from replay[idx], the fresh ones (reinit_prob) from uniform_like's noise.",
     "update_buffer": "replay[idx_b] = x_b for every b; every other slot unchanged.",
 }))
 

@@ -102,6 +102,7 @@ class Trainer:
     TEST_FILE = "test_diffusion.py"  # the tests of the functions this trainer runs, named in its errors
 
     architecture_fields = ("model", *checkpoints.ARCHITECTURE_FIELDS)
+    ema_decay = 0.995  # --ema_decay's default for this model: an average over about the last 200 steps
 
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -244,7 +245,8 @@ class Trainer:
         if self.step == 0:
             torch._foreach_copy_(ema_params, model_params)
         else:
-            decay = ema_warmup_decay(self.config.ema_decay, self.step)
+            chosen = self.config.ema_decay
+            decay = ema_warmup_decay(self.ema_decay if chosen is None else chosen, self.step)
             torch._foreach_lerp_(ema_params, model_params, 1.0 - decay)
         self.ema.n_averaged += 1
 

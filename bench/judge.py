@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch import nn
+from torchvision.utils import save_image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 from energy_quality import load_model as load_energy_model  # noqa: E402
 
 import fid  # noqa: E402
-import grids  # noqa: E402
 import training_data  # noqa: E402
 import utils  # noqa: E402
 
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ddpm", type=Path, action="append", default=[], help="a Part 1 diffusion model.pt (repeatable)")
     parser.add_argument("--sample_steps", type=int, nargs="*", default=[],
                         help="also score the EBMs' sample() with these numbers of Langevin steps (the checkpoint's: always)")
+    parser.add_argument("--weights", choices=["ema", "live"], default="ema",
+                        help="the energy model's EMA weights (what the trainer's grids use) or the trained weights themselves")
     parser.add_argument("--grid", type=Path, help="also write the first 64 images of every model row side by side here")
     args = parser.parse_args(argv)
     for flag, paths in (("--ebm", args.ebm), ("--ddpm", args.ddpm)):
@@ -178,24 +180,28 @@ def main(argv: list[str] | None = None) -> int:
         "real training cats blurred, sigma 2": TF.gaussian_blur(train_cats, 9, 2.0),
         "held-out airplanes": split["airplane"][1][:n].float() / 255,
         "held-out birds": split["bird"][1][:n].float() / 255,
-        "uniform noise": torch.rand(n, 3, 32, 32),
+        "uniform noise": torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(args.seed)),
     }
     grid = []
     for path in args.ebm:
-        model = load_energy_model(path, use_ema=True)
+        model = load_energy_model(path, use_ema=args.weights == "ema")
         step = torch.load(path, map_location="cpu", weights_only=True)["step"]
+        torch.manual_seed(args.seed)  # each model row draws the same noise, whatever the rows before it
         start = time.time()
         rows[f"EBM {path} (step {step}) sample(), {model.sample_steps} steps"] = images = torch.cat(
             [model.sample(min(250, n - i)) for i in range(0, n, 250)])
         print(f"EBM sample(): {time.time() - start:.0f} s for {n} images", flush=True)
         for steps in args.sample_steps:
+            torch.manual_seed(args.seed)
             model.sample_steps = steps
             rows[f"EBM {path} (step {step}) sample(), {steps} steps"] = torch.cat(
                 [model.sample(min(250, n - i)) for i in range(0, n, 250)])
-        rows[f"EBM {path} (step {step}) replay buffer"] = (model.replay[torch.randperm(len(model.replay))[:n]] + 1) / 2
+        chosen = torch.randperm(len(model.replay), generator=torch.Generator().manual_seed(args.seed))[:n]
+        rows[f"EBM {path} (step {step}) replay buffer"] = (model.replay[chosen] + 1) / 2
         grid += [images[:64]]
     for path in args.ddpm:
         step = torch.load(path, map_location="cpu", weights_only=True)["step"]
+        torch.manual_seed(args.seed)
         rows[f"DDPM {path} (step {step}) Algorithm 2"] = images = ddpm_samples(path, n)
         grid += [images[:64]]
     print(f"| images ({n} each, against {HELD_OUT} held-out cats) | judge Frechet distance |")
@@ -204,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         batches = [images[i : i + 250].clamp(0, 1) for i in range(0, len(images), 250)]
         print(f"| {name} | {fid.compute_fid(metric, batches):.2f} |", flush=True)
     if args.grid and grid:
-        grids.save_grid(torch.cat([torch.cat([g, torch.ones(8, *g.shape[1:])]) for g in grid]), args.grid)
+        save_image(torch.cat([torch.cat([g, torch.ones(8, *g.shape[1:])]) for g in grid]), str(args.grid), nrow=8)
         print(f"grids side by side (8 columns, a white row between models): {args.grid}")
     return 0
 

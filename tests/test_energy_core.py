@@ -147,7 +147,7 @@ def test_loss_formula_and_detached_fakes():
     assert torch.allclose(model.energy_net.b.grad, 0.3 * 2 * (e_real.mean() + e_fake.mean()), atol=1e-4)
 
 
-def test_draw_replay_is_95_5_and_distinct():
+def test_draw_replay_restarts_reinit_prob_of_the_chains_and_is_distinct():
     model = _model(buffer_size=4096)
     torch.manual_seed(0)
     fresh_total = 0
@@ -156,8 +156,8 @@ def test_draw_replay_is_95_5_and_distinct():
         assert idx.dtype == torch.long and len(set(idx.tolist())) == 2000
         assert 0 <= int(idx.min()) and int(idx.max()) < 4096
         fresh_total += int(fresh.sum())
-    # 20,000 Bernoulli(0.05) draws: mean 1000, sd 31; the bounds are 6 sd away
-    assert 800 < fresh_total < 1200
+    # 20,000 Bernoulli(0.3) draws: mean 6000, sd 65; the bounds are 6 sd away
+    assert model.reinit_prob == 0.3 and 5600 < fresh_total < 6400
     with pytest.raises(ValueError, match="buffer_size"):
         model.draw_replay(5000)
 
@@ -225,3 +225,19 @@ def test_bad_settings_are_refused():
         _model(buffer_size=0)
     with pytest.raises(ValueError, match="reinit_prob"):
         _model(reinit_prob=1.5)
+
+
+def test_fresh_chains_start_from_smooth_noise_in_range():
+    model = EnergyModel(EnergyNet(3, 4), image_size=32, buffer_size=4)
+    torch.manual_seed(0)
+    x = model.uniform_like((64, 3, 32, 32), "cpu")
+    assert x.shape == (64, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert x.min() < -0.9 and x.max() > 0.9 and abs(x.mean()) < 0.05  # the whole range, centred
+    # Neighbouring pixels agree (blobs, not pixel noise), while pixels 16 apart are independent.
+    near = torch.corrcoef(torch.stack([x[..., :-1].flatten(), x[..., 1:].flatten()]))[0, 1]
+    far = torch.corrcoef(torch.stack([x[..., :-16].flatten(), x[..., 16:].flatten()]))[0, 1]
+    assert near > 0.9 and abs(far) < 0.05, (near, far)
+    assert model.replay.shape == (4, 3, 32, 32) and model.replay.abs().max() <= 1
+    small = model.uniform_like((2, 1, 4, 4), "cpu")  # images smaller than the coarse grid: plain uniform noise
+    assert small.shape == (2, 1, 4, 4) and small.abs().max() <= 1
+    assert model.uniform_like((5,), "cpu").shape == (5,)

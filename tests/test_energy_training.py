@@ -38,7 +38,7 @@ def test_defaults_are_energy_models_defaults():
     """main.py's --model ebm defaults are EnergyModel's documented ones."""
     signature = inspect.signature(EnergyModel.__init__).parameters
     config = TrainConfig()
-    for name in ("step_size", "noise_scale", "langevin_steps", "alpha", "buffer_size", "sample_steps"):
+    for name in ("step_size", "noise_scale", "langevin_steps", "alpha", "buffer_size", "reinit_prob", "sample_steps"):
         assert getattr(config, name) == signature[name].default, name
 
 
@@ -103,6 +103,8 @@ def test_a_diffusion_checkpoint_is_refused_by_name(tmp_path, capsys):
     (["--noise_scale", "-1"], "--noise_scale must be 0 or more"),
     (["--alpha", "nan"], "--alpha must be 0 or more"),
     (["--buffer_size", "4"], "--buffer_size 4 must be at least --batch_size 8"),
+    (["--reinit_prob", "1.5"], "--reinit_prob must be between 0 and 1"),
+    (["--reinit_prob", "nan"], "--reinit_prob must be between 0 and 1"),
     (["--energy_dim", "0"], "--energy_dim must be at least 1"),
     (["--data_path", "/nonexistent/folder"], "--data_path /nonexistent/folder does not exist"),
 ])
@@ -110,3 +112,16 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys, flags, words):
     assert run(tmp_path, "--train_steps", "1", *flags) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and words in err and "\n" not in err
+
+
+@pytest.mark.parametrize("flags, decay", [([], 0.999), (["--ema_decay", "0.9"], 0.9),
+                                          (["--model", "diffusion", "--unet_dim", "4"], 0.995)])
+def test_the_energy_model_averages_its_weights_longer_unless_told(tmp_path, monkeypatch, flags, decay):
+    import trainer as trainer_module
+
+    asked = []
+    monkeypatch.setattr(trainer_module, "ema_warmup_decay", lambda chosen, updates: asked.append(chosen) or 0.5)
+    trainer = main.build_trainer(main.parse_args([*TINY, "--save_folder", str(tmp_path), *flags]))
+    trainer.step = 1000
+    trainer.update_ema()
+    assert asked == [decay]

@@ -257,7 +257,7 @@ def _(self, x_real, x_fake):
 
 # ---------------------------------------------------------------------------- sample_buffer
 
-BUFFER = "x_b = uniform noise where fresh_b (5%), replay[idx_b] elsewhere (95%)"
+BUFFER = "x_b = uniform noise where fresh_b (reinit_prob), replay[idx_b] elsewhere"
 
 
 def _shape(self, batch_size):
@@ -272,7 +272,7 @@ def _(self, batch_size):
     return self.replay[idx].clone(), idx
 
 
-@mistake("sample_buffer.inverted", "the 95/5 split inverted (noise where the buffer belongs)",
+@mistake("sample_buffer.inverted", "the split inverted (noise where the buffer belongs)",
          f"{BUFFER}: `fresh` marks the few chains that restart from noise.")
 def _(self, batch_size):
     idx, fresh = self.draw_replay(batch_size)
