@@ -88,7 +88,7 @@ class EnergyModel(nn.Module):
     `sample` is a fresh chain, so training restarts many chains (30%): the energy then learns what
     young chains look like, and a typical training chain is a few dozen steps old (K / reinit_prob
     = 33 on average), like `sample`'s 60. Much longer chains from noise reach places no training
-    chain went, and get worse (see README.md, Part 3).
+    chain went, and get worse.
 
     Buffers (move with `.to(device)` and are saved in checkpoints):
         replay: [buffer_size, C, H, W], past samples in [-1, 1]; starts as uniform_like's noise.
@@ -137,7 +137,7 @@ class EnergyModel(nn.Module):
         For images [B, C, H, W], uniform numbers on a coarse 8x8 grid, bilinearly upsampled to H x W:
         blobs of random colour at random places, which Langevin dynamics turns into shapes within
         sample_steps. From pixel-by-pixel noise the same chains spend their steps smoothing the noise
-        away and all end as one mottled cat-coloured texture (README.md, Part 3, has the figures).
+        away and all end as one mottled cat-coloured texture.
         """
         if len(shape) != 4:
             return torch.rand(shape, device=device) * 2 - 1

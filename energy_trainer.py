@@ -36,8 +36,7 @@ class EnergyTrainer(Trainer):
 
     architecture_fields = ENERGY_ARCHITECTURE_FIELDS
     # A longer average than the DDPM's: the energy chases its own negatives, so successive weights
-    # disagree more; their average is a smoother energy whose fresh chains make better samples
-    # (README.md, Part 3 for instructors, has the figures).
+    # disagree more; their average is a smoother energy whose fresh chains make better samples.
     ema_decay = 0.999
 
     def make_model(self) -> torch.nn.Module:
